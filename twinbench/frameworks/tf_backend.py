@@ -1,0 +1,160 @@
+"""The TensorFlow (Keras 3) adapter (see twinbench/frameworks/__init__.py for the interface)."""
+from __future__ import annotations
+
+import numpy as np
+
+from models.layout import check_weights
+from twinbench import imports
+from twinbench.frameworks import TwinModel, check_images, check_labels
+
+tf = imports.tensorflow()   # torch and torchvision are loaded first inside
+import keras  # noqa: E402  (after imports.tensorflow(), which fixes the backend)
+
+_loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+# A Keras loss computes in its own dtype (float32 by default), whatever the logits' dtype:
+# a float64 model (the finite-difference gradient checks) needs a float64 loss.
+_LOSSES = {"float32": _loss_fn,
+           "float64": keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype="float64")}
+
+
+def _variables(model: TwinModel):
+    """Canonical weight name -> Keras variable, in the architecture's layer order."""
+    out = {}
+    for layer in model.arch.layers:
+        k_layer = model.net.get_layer(layer.name)
+        out[f"{layer.name}/kernel"] = k_layer.kernel
+        out[f"{layer.name}/bias"] = k_layer.bias
+    return out
+
+
+class TensorFlowFramework:
+    name = "tf"
+
+    def __init__(self, device: str = "cpu"):
+        self.device = device
+        self.tf_device = "/GPU:0" if device == "gpu" else "/CPU:0"
+        if device == "gpu":
+            # TensorFlow enables TF32 by default on Ampere and later; pin full fp32 (FACTS.md).
+            tf.config.experimental.enable_tensor_float_32_execution(False)
+
+    # -- building and moving weights ---------------------------------------------------------
+    def build(self, arch, seed: int = 0, dtype: str = "float32") -> TwinModel:
+        keras.utils.set_random_seed(seed)
+        with tf.device(self.tf_device):
+            net = arch.keras_model(dtype=dtype)
+        return TwinModel(arch=arch, net=net, dtype=dtype)
+
+    def to_tensor(self, model: TwinModel, images: np.ndarray):
+        """NHWC NumPy -> NHWC tensor on this device, in the model's dtype."""
+        check_images(images)
+        with tf.device(self.tf_device):
+            return tf.convert_to_tensor(images.astype(model.dtype, copy=False))
+
+    def from_tensor(self, x) -> np.ndarray:
+        return np.asarray(x)
+
+    def get_weights(self, model: TwinModel) -> dict[str, np.ndarray]:
+        return {name: v.numpy() for name, v in _variables(model).items()}
+
+    def set_weights(self, model: TwinModel, weights: dict[str, np.ndarray]) -> None:
+        check_weights(model.arch, weights)
+        for name, var in _variables(model).items():
+            var.assign(weights[name].astype(model.dtype, copy=False))
+
+    # -- computing ---------------------------------------------------------------------------
+    def forward(self, model: TwinModel, images: np.ndarray) -> np.ndarray:
+        x = self.to_tensor(model, images)
+        with tf.device(self.tf_device):
+            return model.net(x, training=False).numpy()
+
+    def loss_and_gradients(self, model: TwinModel, images: np.ndarray, labels: np.ndarray,
+                           wrt_inputs: bool = False):
+        """(mean cross-entropy, {canonical weight name: gradient}); '__input__' holds dL/dx (NHWC)."""
+        check_labels(labels, len(images))
+        x = self.to_tensor(model, images)
+        variables = _variables(model)
+        with tf.device(self.tf_device), tf.GradientTape() as tape:
+            if wrt_inputs:
+                tape.watch(x)
+            loss = _LOSSES[model.dtype](labels, model.net(x, training=True))
+        targets = list(variables.values()) + ([x] if wrt_inputs else [])
+        grads = tape.gradient(loss, targets)
+        out = {name: g.numpy() for name, g in zip(variables, grads)}
+        if wrt_inputs:
+            out["__input__"] = grads[-1].numpy()
+        return float(loss.numpy()), out
+
+    def loss(self, model: TwinModel, images: np.ndarray, labels: np.ndarray) -> float:
+        check_labels(labels, len(images))
+        with tf.device(self.tf_device):
+            return float(_LOSSES[model.dtype](labels, model.net(self.to_tensor(model, images), training=True)))
+
+    def feature_shapes(self, model: TwinModel, images: np.ndarray) -> dict[str, tuple]:
+        names = [layer.name for layer in model.net.layers if layer.name != "flatten"]
+        probe = keras.Model(model.net.inputs, [model.net.get_layer(n).output for n in names])
+        with tf.device(self.tf_device):
+            outputs = probe(self.to_tensor(model, images), training=False)
+        return {n: tuple(o.shape[1:]) for n, o in zip(names, outputs)}
+
+    # -- training ----------------------------------------------------------------------------
+    def make_optimizer(self, model: TwinModel, recipe):
+        if recipe.optimizer == "adam":
+            return keras.optimizers.Adam(learning_rate=recipe.lr, beta_1=recipe.beta_1,
+                                         beta_2=recipe.beta_2, epsilon=recipe.epsilon)
+        return keras.optimizers.SGD(learning_rate=recipe.lr, momentum=recipe.momentum)
+
+    def train_step(self, model: TwinModel, optimizer, images: np.ndarray, labels: np.ndarray) -> float:
+        check_labels(labels, len(images))
+        if model.compiled_step is None or model.compiled_step[0] is not optimizer:
+            model.compiled_step = (optimizer, self._compile_step(model, optimizer))
+        x = self.to_tensor(model, images)
+        with tf.device(self.tf_device):
+            return float(model.compiled_step[1](x, tf.convert_to_tensor(labels)))
+
+    def _compile_step(self, model: TwinModel, optimizer):
+        variables = list(_variables(model).values())
+
+        @tf.function(jit_compile=False)   # XLA was 2.4x slower on the CPU box (FACTS.md)
+        def step(x, y):
+            with tf.GradientTape() as tape:
+                loss = _LOSSES[model.dtype](y, model.net(x, training=True))
+            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+            return loss
+        return step
+
+    def synchronize(self) -> None:
+        if self.device == "gpu":
+            # GPU work is asynchronous; a timed region must end on the device, not at launch.
+            tf.test.experimental.sync_devices()
+
+    # -- whole-epoch training and evaluation (the accuracy suite's hot path) -----------------
+    def prepare_data(self, model: TwinModel, images: np.ndarray, labels: np.ndarray):
+        """Prepared float32 NHWC images and labels, kept as NumPy: Keras's fit reads NumPy
+        directly, exactly as the reference program feeds it."""
+        return images.astype(model.dtype, copy=False), labels
+
+    def fit_epoch(self, model: TwinModel, optimizer, data, batch_size: int, order: np.ndarray) -> float:
+        """One epoch in the given sample order through Keras's own fit (the reference
+        program's loop), last batch partial; returns the mean of the batch losses."""
+        x, y = data
+        if getattr(model.net, "optimizer", None) is not optimizer:
+            model.net.compile(optimizer=optimizer, loss=_loss_fn)
+        with tf.device(self.tf_device):
+            history = model.net.fit(x[order], y[order], batch_size=batch_size, epochs=1,
+                                    shuffle=False, verbose=0)
+        return float(history.history["loss"][0])
+
+    def evaluate(self, model: TwinModel, data, batch_size: int = 1000) -> float:
+        """Top-1 accuracy over prepared data, in large batches."""
+        x, y = data
+        if model.compiled_predict is None:
+            model.compiled_predict = tf.function(lambda t: tf.argmax(model.net(t, training=False), 1))
+        correct = 0
+        with tf.device(self.tf_device):
+            for start in range(0, len(x), batch_size):
+                pred = model.compiled_predict(tf.convert_to_tensor(x[start:start + batch_size]))
+                correct += int(np.sum(pred.numpy() == y[start:start + batch_size]))
+        return correct / len(x)
+
+    def configure_for_recipe(self, recipe) -> dict:
+        return {}

@@ -1,0 +1,71 @@
+"""Training recipes as data: one frozen dataclass each, overridden with dataclasses.replace.
+
+The two reference programs (../shared/FACTS.md, "seed recipes"):
+- keras_cnn_adam: the TensorFlow tutorial's Keras CNN, inputs /255, Adam (Keras defaults,
+  lr 1e-3, epsilon 1e-7 in its "epsilon hat" placement), batch 32, 10 epochs.
+- lenet_sgd: the PyTorch tutorial's LeNet, inputs (x - 0.5) / 0.5, SGD lr 1e-3 momentum 0.9,
+  batch 4, 10 epochs, shuffled.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    arch: str
+    optimizer: str                 # "adam" (Keras semantics in both frameworks) or "sgd"
+    lr: float
+    batch_size: int
+    epochs: int
+    preprocess: str                # "scale": x / 255;  "center": (x / 255 - 0.5) / 0.5
+    momentum: float = 0.0          # sgd only
+    beta_1: float = 0.9            # adam only
+    beta_2: float = 0.999
+    epsilon: float = 1e-7          # adam only: Keras's default, added to sqrt(v) after bias correction
+    shuffle: bool = True
+    reference_framework: str = ""  # the framework of the published program
+    reference_accuracy: float = 0.0  # what the published program reports (canonical CIFAR-10)
+
+    def __post_init__(self):
+        if self.optimizer not in ("adam", "sgd"):
+            raise ValueError(f"recipe {self.name}: unknown optimizer {self.optimizer!r}")
+        if self.preprocess not in PREPROCESSING:
+            raise ValueError(f"recipe {self.name}: unknown preprocessing {self.preprocess!r}")
+        if self.batch_size < 1 or self.epochs < 1:
+            raise ValueError(f"recipe {self.name}: batch size and epochs must be >= 1")
+
+    def prepare(self, images: np.ndarray) -> np.ndarray:
+        """uint8 NHWC -> float32 NHWC with this recipe's normalization (the NumPy boundary)."""
+        return PREPROCESSING[self.preprocess](images)
+
+
+def _scale(images: np.ndarray) -> np.ndarray:
+    return images.astype(np.float32) / np.float32(255.0)
+
+
+def _center(images: np.ndarray) -> np.ndarray:
+    # torchvision's ToTensor then Normalize((0.5,)*3, (0.5,)*3), in the same float32 order
+    return (images.astype(np.float32) / np.float32(255.0) - np.float32(0.5)) / np.float32(0.5)
+
+
+PREPROCESSING = {"scale": _scale, "center": _center}
+
+RECIPES: dict[str, Recipe] = {r.name: r for r in (
+    Recipe(name="keras_cnn_adam", arch="keras_cnn", optimizer="adam", lr=1e-3, batch_size=32,
+           epochs=10, preprocess="scale", epsilon=1e-7, reference_framework="tf",
+           reference_accuracy=0.71),
+    Recipe(name="lenet_sgd", arch="lenet", optimizer="sgd", lr=1e-3, momentum=0.9, batch_size=4,
+           epochs=10, preprocess="center", reference_framework="torch",
+           reference_accuracy=0.6367),
+)}
+
+
+def get(name: str) -> Recipe:
+    try:
+        return RECIPES[name]
+    except KeyError:
+        raise ValueError(f"unknown recipe {name!r}; expected one of {', '.join(RECIPES)}") from None
