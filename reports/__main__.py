@@ -1,0 +1,162 @@
+"""Command line: `python -m reports render|compare|gate ...`.
+
+Exit codes: 0 ok, 1 gate failure (a regression), 2 usage or data error.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from twinbench.results import ResultError, read_rows
+
+EXIT_OK, EXIT_REGRESSION, EXIT_ERROR = 0, 1, 2
+
+
+def _stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def cmd_render(args) -> int:
+    from reports.render import render  # imports matplotlib: only this command needs it
+
+    skipped = []
+
+    def warn(message):
+        skipped.append(message)
+        _stderr(f"warning: {message}")
+
+    rows = read_rows(args.results, on_error="skip", warn=warn)
+    if not rows:
+        _stderr("error: no valid result rows in " + ", ".join(args.results))
+        return EXIT_ERROR
+    done = render(rows, args.out, skipped=len(skipped))
+    print(done.summary.markdown())
+    _stderr(f"wrote {done.markdown}, {done.html} and {len(done.plots)} plot(s) to {args.out}")
+    return EXIT_OK
+
+
+def cmd_compare(args) -> int:
+    from reports.compare import compare_markdown, machine_results, resolve_base
+
+    machines = []
+    for source in args.results:
+        rows = read_rows([source], on_error="skip", warn=lambda m: _stderr(f"warning: {m}"))
+        machines.append(machine_results(source, rows))
+    try:
+        base = resolve_base(machines, args.base)
+    except ValueError as exc:
+        _stderr(f"error: {exc}")
+        return EXIT_ERROR
+    text = compare_markdown(machines, base)
+    print(text)
+    if args.out:
+        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.out).write_text(text, encoding="utf-8")
+    return EXIT_OK
+
+
+def cmd_gate(args) -> int:
+    from reports.gate import GateInputError, run_gate
+
+    # The gate rejects malformed files instead of skipping them: a silently dropped baseline
+    # row would turn a regression into "only in current".
+    baseline = read_rows([args.baseline], on_error="raise")
+    current = read_rows([args.current], on_error="raise")
+    for side, rows, source in (("baseline", baseline, args.baseline), ("current", current, args.current)):
+        if not any(r["kind"] == "throughput" for r in rows):
+            _stderr(f"error: {side} {source} has no throughput rows")
+            return EXIT_ERROR
+    if any(r["machine"].get("sample") for r in baseline + current):
+        _stderr("warning: some rows are sample fixtures (machine.sample = true), not measurements")
+    try:
+        result = run_gate(baseline, current, floor=args.floor, k=args.k,
+                          allow_different_hardware=args.allow_different_hardware)
+    except GateInputError as exc:
+        _stderr(f"error: {exc}")
+        return EXIT_ERROR
+    print(result.table.markdown())
+    print(f"\n{result.compared} configuration(s) compared, {result.regressions} regression(s); "
+          f"{result.only_baseline} only in baseline, {result.only_current} only in current "
+          f"(listed, not failed). Allowed drop = max(floor {args.floor:g}, "
+          f"k {args.k:g} x combined standard error of the medians).")
+    return EXIT_REGRESSION if result.regressions else EXIT_OK
+
+
+def _fraction(text: str) -> float:
+    value = float(text)
+    if not 0 <= value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a fraction in [0, 1)")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m reports", description="Render, compare and gate twinbench result rows.",
+        epilog="exit codes: 0 ok, 1 regression (gate), 2 usage or data error")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    render = sub.add_parser("render", help="write report.md, report.html and PNG plots",
+                            description="Render result files/directories into a report. "
+                                        "Malformed files are named on stderr and skipped.")
+    render.add_argument("results", nargs="+", metavar="RESULTS", help="result files or directories")
+    render.add_argument("--out", default="reports/out", help="output directory (default: %(default)s)")
+    render.set_defaults(func=cmd_render)
+
+    compare = sub.add_parser("compare", help="the same configurations on several machines",
+                             description="Each argument is one machine's results (file or "
+                                         "directory): img/s, speed-up vs the base machine, and "
+                                         "the within-machine TF/torch ratio.")
+    compare.add_argument("results", nargs="+", metavar="RESULTS")
+    compare.add_argument("--base", default="0", metavar="LABEL_OR_INDEX",
+                         help="base machine: 0-based argument index, the argument itself, or "
+                              "(part of) its hardware label (default: %(default)s)")
+    compare.add_argument("--out", help="also write the Markdown to this file")
+    compare.set_defaults(func=cmd_compare)
+
+    gate = sub.add_parser("gate", help="fail (exit 1) on a throughput regression",
+                          description="Compare current against baseline per configuration. "
+                                      "A configuration regresses when its median drops by more "
+                                      "than max(floor, k * sqrt(se_b^2 + se_c^2)), se = relative "
+                                      "standard error of the median from 1.4826*MAD/median.")
+    gate.add_argument("--baseline", required=True, help="baseline results file or directory")
+    gate.add_argument("--current", required=True, help="current results file or directory")
+    gate.add_argument("--allow-different-hardware", action="store_true",
+                      help="compare even when the machine ids differ")
+    gate.add_argument("--floor", type=_fraction, default=0.05,
+                      help="smallest relative drop that can fail (default: %(default)s)")
+    gate.add_argument("--k", type=_non_negative, default=3.0,
+                      help="standard errors of noise tolerated (default: %(default)s)")
+    gate.set_defaults(func=cmd_gate)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+        if args.command == "compare" and len(args.results) < 2:
+            parser.error("compare needs at least two results, one per machine")
+    except SystemExit as exc:  # argparse exits on usage errors and --help; return its code
+        return exc.code if isinstance(exc.code, int) else EXIT_ERROR
+    try:
+        return args.func(args)
+    except ResultError as exc:
+        _stderr(f"error: {exc}")
+        return EXIT_ERROR
+    except BrokenPipeError:
+        # `python -m reports ... | head`: the reader left; stop quietly, as Unix tools do.
+        sys.stdout = open(os.devnull, "w")
+        return EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

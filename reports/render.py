@@ -1,0 +1,86 @@
+"""`render`: result rows -> report.md, report.html and PNG plots in one output directory."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from reports import html, plots
+from reports.load import accuracy_rows, by_machine, machine_labels, measurements
+from reports.tables import (Table, accuracy_table, machines_table, summary_table,
+                            throughput_table)
+
+TITLE = "twinbench report"
+SAMPLE_NOTE = ("Some rows are marked as sample fixtures (machine.sample = true): they are "
+               "illustrative test data, NOT measurements.")
+
+
+@dataclass
+class Rendered:
+    markdown: Path
+    html: Path
+    plots: list[Path] = field(default_factory=list)
+    summary: Table | None = None
+
+
+def render(rows: list[dict], out_dir, *, skipped: int = 0) -> Rendered:
+    """Write the report for `rows` (already validated) into `out_dir`; return what was written."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    groups = by_machine(rows)
+    labels = machine_labels(rows)
+    per_machine = {mid: measurements(group) for mid, group in groups.items()}
+    accuracy = accuracy_rows(rows)
+
+    summary = summary_table(rows, labels, per_machine)
+    pngs = (plots.throughput_plots(per_machine, labels, out)
+            + plots.accuracy_plots(accuracy, labels, out))
+
+    notes = []
+    if any(r["machine"].get("sample") for r in rows):
+        notes.append(SAMPLE_NOTE)
+    source = f"{len(rows)} result rows from {len(groups)} machine(s)"
+    if skipped:
+        source += f"; {skipped} unreadable or invalid file(s) skipped (named on stderr)"
+    notes.append(source + ".")
+
+    sections: list[tuple[str, list]] = [("Summary", [summary])]
+    throughput_parts: list = []
+    for mid, ms in per_machine.items():
+        if ms:
+            throughput_parts += [("h3", f"{labels[mid]} (machine id {mid})"), throughput_table(ms)]
+    if throughput_parts:
+        sections.append(("Throughput", throughput_parts))
+    if accuracy:
+        sections.append(("Accuracy", [accuracy_table(accuracy, labels)]))
+    if pngs:
+        sections.append(("Plots", [("img", p.name) for p in pngs]))
+    sections.append(("Machines", [machines_table(groups, labels)]))
+
+    md_path = out / "report.md"
+    md_path.write_text(_markdown(TITLE, notes, sections), encoding="utf-8")
+    html_path = out / "report.html"
+    html_path.write_text(html.page(TITLE, notes, sections), encoding="utf-8")
+    return Rendered(md_path, html_path, pngs, summary)
+
+
+def _markdown(title: str, notes: list[str], sections: list[tuple[str, list]]) -> str:
+    out = [f"# {title}", ""]
+    out += [f"> {n}\n" for n in notes]
+    for heading, parts in sections:
+        out += [f"## {heading}", ""]
+        for part in parts:
+            if isinstance(part, Table):
+                out += [part.markdown(), ""]
+            elif part[0] == "img":
+                out += [f"![{part[1]}]({part[1]})", ""]
+            elif part[0] == "h3":
+                out += [f"### {part[1]}", ""]
+            else:
+                out += [part[1], ""]
+    return "\n".join(out)
+
+
+def summary_markdown(rows: list[dict]) -> str:
+    """The summary table alone, as Markdown (what the end of a pytest run prints)."""
+    per_machine = {mid: measurements(group) for mid, group in by_machine(rows).items()}
+    return summary_table(rows, machine_labels(rows), per_machine).markdown()
