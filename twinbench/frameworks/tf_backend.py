@@ -61,6 +61,9 @@ class TensorFlowFramework:
         for name, var in _variables(model).items():
             var.assign(weights[name].astype(model.dtype, copy=False))
 
+    def parameter_count(self, model: TwinModel) -> int:
+        return int(model.net.count_params())
+
     # -- computing ---------------------------------------------------------------------------
     def forward(self, model: TwinModel, images: np.ndarray) -> np.ndarray:
         x = self.to_tensor(model, images)
@@ -87,7 +90,8 @@ class TensorFlowFramework:
     def loss(self, model: TwinModel, images: np.ndarray, labels: np.ndarray) -> float:
         check_labels(labels, len(images))
         with tf.device(self.tf_device):
-            return float(_LOSSES[model.dtype](labels, model.net(self.to_tensor(model, images), training=True)))
+            logits = model.net(self.to_tensor(model, images), training=True)
+            return float(_LOSSES[model.dtype](labels, logits))
 
     def feature_shapes(self, model: TwinModel, images: np.ndarray) -> dict[str, tuple]:
         names = [layer.name for layer in model.net.layers if layer.name != "flatten"]

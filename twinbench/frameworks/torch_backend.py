@@ -82,7 +82,9 @@ class TorchFramework:
         return x.detach().cpu().numpy().transpose(0, 2, 3, 1)
 
     def get_weights(self, model: TwinModel) -> dict[str, np.ndarray]:
-        state = {k: v.detach().cpu().numpy() for k, v in model.net.state_dict().items()}
+        # .copy(): on the CPU .numpy() shares memory with the live parameter, so a later
+        # training step would silently rewrite this "snapshot".
+        state = {k: v.detach().cpu().numpy().copy() for k, v in model.net.state_dict().items()}
         return torch_to_canonical(model.arch, state)
 
     def set_weights(self, model: TwinModel, weights: dict[str, np.ndarray], **layout) -> None:
@@ -90,6 +92,9 @@ class TorchFramework:
         state = canonical_to_torch(model.arch, weights, **layout)
         dtype = getattr(torch, model.dtype)
         model.net.load_state_dict({k: torch.from_numpy(v).to(dtype) for k, v in state.items()})
+
+    def parameter_count(self, model: TwinModel) -> int:
+        return sum(p.numel() for p in model.net.parameters())
 
     # -- computing ---------------------------------------------------------------------------
     def forward(self, model: TwinModel, images: np.ndarray) -> np.ndarray:
@@ -107,7 +112,7 @@ class TorchFramework:
         model.net.zero_grad(set_to_none=True)
         loss = F.cross_entropy(model.net(x), torch.from_numpy(labels).to(self.torch_device))
         loss.backward()
-        state = {f"{name}": p.grad.detach().cpu().numpy() for name, p in model.net.named_parameters()}
+        state = {name: p.grad.detach().cpu().numpy().copy() for name, p in model.net.named_parameters()}
         grads = torch_to_canonical(model.arch, state)
         if wrt_inputs:
             grads["__input__"] = self.from_tensor(x.grad)

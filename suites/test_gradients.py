@@ -1,0 +1,63 @@
+"""Each framework's analytical gradients against central differences, in float64.
+
+Everything goes through the adapter (the same code for both frameworks): the differences are
+taken on adapter.loss with one weight or one input coordinate moved by +-h, and compared with
+adapter.loss_and_gradients(..., wrt_inputs=True) at a few coordinates per tensor, drawn with
+a fixed RNG plus the coordinate of the tensor's largest gradient (so that no tensor is
+checked only where a dead ReLU makes its gradient zero).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from twinbench import tolerances
+from twinbench.compare import compare, report
+
+BATCH = 2                 # small: one loss evaluation per difference, two per coordinate
+COORDINATES = 4           # random coordinates per tensor, plus the largest gradient's
+
+
+def test_gradients_match_finite_differences(framework, device, arch, record_property):
+    h = tolerances.FD_STEP
+    model = framework.build(arch, seed=0, dtype="float64")
+    rng = np.random.default_rng(0)
+    # Continuous inputs: no two activations tie in a max-pool window, few sit within h of a
+    # ReLU kink.
+    images = rng.standard_normal((BATCH, 32, 32, 3))
+    labels = rng.integers(0, 10, BATCH)
+    weights = {k: v.copy() for k, v in framework.get_weights(model).items()}
+
+    loss, grads = framework.loss_and_gradients(model, images, labels, wrt_inputs=True)
+    assert set(grads) == set(weights) | {"__input__"}
+    assert grads["__input__"].shape == images.shape
+    for name, g in grads.items():
+        assert g.dtype == np.float64, f"{name}: gradient is {g.dtype} in a float64 model"
+    # The same function twice: only a GPU's summation order may move its last bits.
+    again = framework.loss(model, images, labels)
+    assert abs(again - loss) <= 16 * tolerances.EPS64 * abs(loss), (
+        f"loss() gives {again!r}, loss_and_gradients() {loss!r}")
+
+    def loss_at(name, index, delta):
+        if name == "__input__":
+            moved = images.copy()
+            moved[index] += delta
+            return framework.loss(model, moved, labels)
+        moved = dict(weights)
+        moved[name] = weights[name].copy()
+        moved[name][index] += delta
+        framework.set_weights(model, moved)
+        return framework.loss(model, images, labels)
+
+    analytical, numerical = {}, {}
+    for name, g in grads.items():
+        flat = list(rng.choice(g.size, size=min(COORDINATES, g.size), replace=False))
+        flat.append(int(np.argmax(np.abs(g))))
+        indices = [np.unravel_index(i, g.shape) for i in flat]
+        analytical[name] = np.array([g[i] for i in indices])
+        numerical[name] = np.array([(loss_at(name, i, h) - loss_at(name, i, -h)) / (2 * h)
+                                    for i in indices])
+    framework.set_weights(model, weights)
+
+    errors = compare(analytical, numerical, tolerances.FD_GRADIENT[device],
+                     what=f"{framework.name} {arch.name} analytical vs finite-difference gradients")
+    report(errors, f"finite differences {framework.name}-{device}-{arch.name}", record_property)

@@ -1,0 +1,98 @@
+"""The twins compute the same function with the same gradients, in float32.
+
+The TensorFlow twin is built (Keras's initializers), its weights are copied into the torch twin
+through the canonical layout, and both see the same batch. The bounds (twinbench/tolerances.py)
+are what float32 accumulation order can explain. The last tests break one twin in the ways a
+port goes wrong and show that the same comparisons then fail.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from twinbench import faults
+from twinbench.compare import compare, report
+from twinbench.recipes import RECIPES
+from twinbench.tolerances import parity
+
+BATCH = 16   # the accumulation lengths in twinbench/tolerances.py assume this batch
+
+
+def batch(arch, seed: int = 0):
+    """BATCH random images prepared as the architecture's own recipe prepares CIFAR-10."""
+    recipe = next(r for r in RECIPES.values() if r.arch == arch.name)
+    rng = np.random.default_rng(seed)
+    images = recipe.prepare(rng.integers(0, 256, (BATCH, 32, 32, 3), dtype=np.uint8))
+    return images, rng.integers(0, 10, BATCH)
+
+
+def shared_twins(twins, arch, seed: int = 0):
+    """(tf model, torch model) with the tf twin's initial weights in both."""
+    tf, torch = twins
+    tf_model = tf.build(arch, seed=seed)
+    torch_model = torch.build(arch, seed=seed + 1)
+    torch.set_weights(torch_model, tf.get_weights(tf_model))
+    return tf_model, torch_model
+
+
+@pytest.fixture(scope="module")
+def outputs(twins, arch):
+    """Logits, loss and gradients of both twins on one batch: {framework name: (...)}."""
+    tf, torch = twins
+    tf_model, torch_model = shared_twins(twins, arch)
+    images, labels = batch(arch)
+    return {fw.name: (fw.forward(model, images), *fw.loss_and_gradients(model, images, labels))
+            for fw, model in ((tf, tf_model), (torch, torch_model))}
+
+
+def test_logits_match(outputs, device, arch, record_property):
+    errors = compare({"logits": outputs["torch"][0]}, {"logits": outputs["tf"][0]},
+                     parity(device).logits, what=f"{arch.name} logits, torch vs tf")
+    report(errors, f"parity {device}-{arch.name} logits", record_property)
+
+
+def test_loss_matches(outputs, device, arch, record_property):
+    errors = compare({"loss": outputs["torch"][1]}, {"loss": outputs["tf"][1]},
+                     parity(device).loss, what=f"{arch.name} loss, torch vs tf")
+    report(errors, f"parity {device}-{arch.name} loss", record_property)
+
+
+def test_gradients_match(outputs, device, arch, record_property):
+    errors = compare(outputs["torch"][2], outputs["tf"][2], parity(device).gradients,
+                     what=f"{arch.name} gradients, torch vs tf")
+    report(errors, f"parity {device}-{arch.name} gradients", record_property)
+
+
+# -- the checks can fail ------------------------------------------------------------------------
+def test_parity_catches_unpermuted_flatten(twins, device, arch):
+    """Weights copied without reordering the first dense layer's rows into torch's (C, H, W)
+    flatten order: a port's classic silent bug."""
+    tf, torch = twins
+    tf_model, torch_model = shared_twins(twins, arch)
+    torch.set_weights(torch_model, tf.get_weights(tf_model), permute_flatten=False)
+    images, labels = batch(arch)
+    tol = parity(device)
+    with pytest.raises(AssertionError, match="logits: max abs error"):
+        compare({"logits": torch.forward(torch_model, images)},
+                {"logits": tf.forward(tf_model, images)}, tol.logits, what="logits")
+    with pytest.raises(AssertionError, match=f"{arch.first_dense}/kernel: max abs error"):
+        compare(torch.loss_and_gradients(torch_model, images, labels)[1],
+                tf.loss_and_gradients(tf_model, images, labels)[1], tol.gradients,
+                what="gradients")
+
+
+@pytest.mark.parametrize("broken", ["tf", "torch"])
+def test_parity_catches_missing_relu(twins, device, arch, broken):
+    """One twin without the ReLU after its first dense layer."""
+    tf, torch = twins
+    tf_model, torch_model = shared_twins(twins, arch)
+    faults.break_relu(tf_model if broken == "tf" else torch_model, arch.first_dense)
+    images, labels = batch(arch)
+    tol = parity(device)
+    with pytest.raises(AssertionError, match="logits: max abs error"):
+        compare({"logits": torch.forward(torch_model, images)},
+                {"logits": tf.forward(tf_model, images)}, tol.logits, what="logits")
+    with pytest.raises(AssertionError, match=f"{arch.first_dense}/bias: max abs error"):
+        compare(torch.loss_and_gradients(torch_model, images, labels)[1],
+                tf.loss_and_gradients(tf_model, images, labels)[1], tol.gradients,
+                what="gradients")

@@ -1,0 +1,142 @@
+"""Named tolerances for the correctness suites, each with the reason for its value.
+
+A comparison passes when, for every element,
+
+    |actual - expected| <= atol + rtol * |expected| + scaled * max|expected|
+
+(twinbench/compare.py). `scaled` is the natural unit for rounding in sums: a float32 dot
+product of length K carries an error of about sqrt(K) * u times the size of its terms
+(random-walk accumulation; K * u in the worst case), u = 2^-24 the unit roundoff. The size
+of the terms is the size of the tensor, not of each element: an element that is small
+because its terms cancel keeps the error of the large terms, so an elementwise relative
+bound would be wrong for it.
+
+Where a value below was measured, the measurement is quoted (CPU box, ../shared/FACTS.md),
+so that the margin is visible; no value was fitted to a measurement.
+
+GPU values assume the precision policy both adapters pin: TF32 off (TensorFlow turns it on by
+default on Ampere and later, which would leave 10 mantissa bits, about 1000x coarser). The two
+frameworks still let cuDNN choose convolution algorithms independently (implicit GEMM,
+Winograd, FFT, split-K reductions in atomics): Winograd and FFT transforms lose up to an order
+of magnitude more than direct summation, so GPU bounds are 10x the CPU ones.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+EPS32 = 2.0 ** -23     # float32 machine epsilon (spacing of floats at 1.0)
+U32 = EPS32 / 2        # float32 unit roundoff: the relative error of one rounding
+EPS64 = 2.0 ** -52
+
+
+@dataclass(frozen=True)
+class Tolerance:
+    rtol: float = 0.0      # times |expected|, elementwise
+    atol: float = 0.0      # absolute
+    scaled: float = 0.0    # times max|expected| over the whole tensor
+
+    def __str__(self) -> str:
+        parts = [f"{k}={v:.3g}" for k, v in (("rtol", self.rtol), ("atol", self.atol),
+                                              ("scaled", self.scaled)) if v]
+        return ", ".join(parts) or "bitwise equal"
+
+
+# Moving weights between layouts is transposes and permutations only: not one rounding.
+EXACT = Tolerance()
+
+# ---------------------------------------------------------------------------------------------
+# Finite differences in float64 (suites/test_gradients.py)
+# ---------------------------------------------------------------------------------------------
+# Central difference (L(w+h) - L(w-h)) / 2h. Truncation error h^2/6 * L''' ~ 1e-13 for the
+# smooth pieces; rounding error about EPS64 * |L| / h = 2.2e-16 * 2.5 / 1e-6 = 5.5e-10 (a
+# few ulps of L, each divided by h). h = 1e-6 is small enough that a perturbation rarely
+# crosses a ReLU kink or flips a max-pool winner for random float64 inputs.
+FD_STEP = 1e-6
+# atol: 20x the rounding term above (the loss itself is a sum whose last ulps move too);
+# rtol: far above the truncation term, far below any real gradient bug (a wrong factor,
+# a dropped term, a float32 loss inside a float64 model). Measured: max |error| 4e-10.
+FD_GRADIENT_CPU = Tolerance(rtol=1e-5, atol=1e-8)
+# float64 on a GPU: cuDNN's float64 kernels are direct (no Winograd/FFT) and the error is
+# dominated by the difference step, not the device: the same bound.
+FD_GRADIENT_GPU = FD_GRADIENT_CPU
+FD_GRADIENT = {"cpu": FD_GRADIENT_CPU, "gpu": FD_GRADIENT_GPU}
+
+# ---------------------------------------------------------------------------------------------
+# float32 parity between the twins (suites/test_parity.py, suites/test_optimizer_steps.py)
+# ---------------------------------------------------------------------------------------------
+# Accumulation lengths K, for the longer twin (keras_cnn; lenet's are shorter):
+#   forward: one dot product per layer, K = 27, 288, 576, 1024, 64  -> sum sqrt(K) = 86
+#   backward: the data gradients run the same layers transposed      -> about 86 again
+#   weight gradients: a sum over batch x output positions, 16 x 30 x 30 = 14,400 for conv1
+#     at the suites' batch of 16                                     -> sqrt(K) = 120
+# Each framework rounds independently (sqrt 2 for the difference of two) and a tensor's
+# worst element sits about 3 standard deviations out.
+_FORWARD_SQRT_K = sum(math.sqrt(k) for k in (27, 288, 576, 1024, 64))       # 86
+_BACKWARD_SQRT_K = _FORWARD_SQRT_K + math.sqrt(16 * 30 * 30)                  # 206
+_SPREAD = 3 * math.sqrt(2)
+
+# Logits: 3 * sqrt(2) * 86 * u = 2.2e-5 of max|logits|. Measured 8.0e-7 (keras_cnn), 3.8e-7
+# (lenet): oneDNN and Eigen sum in blocks, which grows slower than a plain running sum.
+LOGITS_CPU = Tolerance(scaled=_SPREAD * _FORWARD_SQRT_K * U32)
+# Loss: mean cross-entropy moves by at most 2 max|d logits|, and for the untrained or
+# briefly trained nets of these suites max|logits| < 1 < L (about ln 10 = 2.3), so the
+# logits' bound holds relative to the loss. Measured 1.0e-7.
+LOSS_CPU = Tolerance(rtol=LOGITS_CPU.scaled)
+# Weight gradients: forward, backward and the weight-gradient reduction, 86 + 206 = 292:
+# 3 * sqrt(2) * 292 * u = 7.4e-5 of each tensor's max|gradient|. Measured at most 9.3e-7.
+GRADIENTS_CPU = Tolerance(scaled=_SPREAD * (_FORWARD_SQRT_K + _BACKWARD_SQRT_K) * U32)
+
+# One optimizer step writes w + dw, rounded once in each framework: the twins' weights may
+# drift apart by 2u|w| = EPS32 * |w| per step whatever the gradients were (measured: SGD's
+# 10-step differences are 1-2 ulps of |w|, 7.5e-9 to 1.5e-8).
+WEIGHT_ROUNDING_PER_STEP = EPS32
+
+# Adam divides by sqrt(v) + eps_hat, eps_hat = eps / sqrt(1 - beta_2^t) = 3.2e-6 at step 1
+# and 1.0e-6 at step 10. Near g = 0 the step's sensitivity to the gradient is lr / eps_hat,
+# so gradient rounding differences of ~1e-7 (the measured float32 gradient parity) move a
+# coordinate's step by up to 1e-7 / 1e-6 = 10% of a step (lr), and no bound derived from the
+# gradients' own tolerance is tighter than "about one step". The comparison is therefore in
+# units of the step: the twins may differ by this fraction of lr per step taken.
+# Measured: 0.2% of a step after 1 step; after 10, 0.07% on the suites' batches and 1.6% on
+# another seed's (keras_cnn conv3). The wrong epsilon (torch.optim.Adam's eps=1e-8 on
+# sqrt(v_hat)) moves steps by 50-90% of lr: 5-9x this bound.
+ADAM_STEP_FRACTION_CPU = 0.1
+ADAM_STEP_FRACTION_GPU = 0.25   # 10x looser gradients, capped well below the 40-90% of a fault
+
+
+@dataclass(frozen=True)
+class Parity:
+    """float32 parity bounds for one device."""
+    logits: Tolerance
+    loss: Tolerance
+    gradients: Tolerance
+    adam_step_fraction: float
+    weight_rounding_per_step: float = WEIGHT_ROUNDING_PER_STEP
+
+    def sgd_displacement(self) -> Tolerance:
+        """SGD's displacement w_n - w_0 is lr times (momentum-weighted) sums of gradients:
+        it inherits the gradients' bound, relative to the displacement's own size."""
+        return Tolerance(scaled=self.gradients.scaled)
+
+    def loss_drift_per_step(self) -> float:
+        """Each step's rounding moves the next loss by about one forward pass's rounding."""
+        return self.loss.rtol
+
+
+PARITY = {
+    "cpu": Parity(logits=LOGITS_CPU, loss=LOSS_CPU, gradients=GRADIENTS_CPU,
+                  adam_step_fraction=ADAM_STEP_FRACTION_CPU),
+    "gpu": Parity(logits=Tolerance(scaled=10 * LOGITS_CPU.scaled),
+                  loss=Tolerance(rtol=10 * LOSS_CPU.rtol),
+                  gradients=Tolerance(scaled=10 * GRADIENTS_CPU.scaled),
+                  adam_step_fraction=ADAM_STEP_FRACTION_GPU),
+}
+
+
+def parity(device: str) -> Parity:
+    try:
+        return PARITY[device]
+    except KeyError:
+        raise ValueError(f"no parity tolerances for device {device!r}; "
+                         f"expected one of {', '.join(PARITY)}") from None
