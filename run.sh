@@ -22,6 +22,17 @@ fi
 
 command="${1:-}"
 shift || true
+# pytest picks its root directory (and so finds conftest.py, which defines --data and
+# --results) before it knows these options: "--data DIR" with an existing DIR would be taken
+# for a test path. Joining them as "--data=DIR" makes either spelling work.
+args=()
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --data|--results) if [ $# -ge 2 ]; then args+=("$1=$2"); shift 2; continue; fi ;;
+    esac
+    args+=("$1"); shift
+done
+set -- ${args[@]+"${args[@]}"}
 case "$command" in
     compare) exec "$VENV/bin/python" -m twinbench compare "$@" ;;
     test)    exec "$VENV/bin/python" -m pytest "$@" ;;

@@ -39,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     results = args.results or ROOT / "reports" / "results" / f"compare-{run_id}"
     marker = "benchmark" if args.no_accuracy else "accuracy or benchmark"
     extra = [a for a in args.pytest_args if a != "--"]
-    test = [sys.executable, "-m", "pytest", "-m", marker, "--results", str(results), "-p",
+    # "--results=DIR", one word: see run.sh on how pytest finds its root directory.
+    test = [sys.executable, "-m", "pytest", "-m", marker, f"--results={results}", "-p",
             "no:cacheprovider", *(["--quick"] if args.quick else []), *extra]
     render = [sys.executable, "-m", "reports", "render", str(results), "--out", str(args.out)]
 
