@@ -95,8 +95,14 @@ def train(framework, recipe, train_set, test_set, *, seed: int,
         framework.set_weights(model, initial_weights)
     run = Run(framework=framework.name, device=framework.device, arch=arch.name,
               recipe=recipe.name, seed=seed, threshold=threshold,
-              initial_weights=weights_digest(framework.get_weights(model)),
-              backend=framework.configure_for_recipe(recipe))
+              initial_weights=weights_digest(framework.get_weights(model)))
+    with framework.recipe_settings(recipe) as backend:
+        run.backend = backend
+        _train_epochs(framework, model, recipe, train_set, test_set, seed, run, progress)
+    return run
+
+
+def _train_epochs(framework, model, recipe, train_set, test_set, seed, run, progress) -> None:
     optimizer = framework.make_optimizer(model, recipe)
     train_data = framework.prepare_data(model, recipe.prepare(train_set.images), train_set.labels)
     test_data = framework.prepare_data(model, recipe.prepare(test_set.images), test_set.labels)
@@ -117,4 +123,3 @@ def train(framework, recipe, train_set, test_set, *, seed: int,
             progress(f"{framework.name}/{recipe.name} seed {seed} epoch {epoch}/{recipe.epochs}: "
                      f"loss {loss:.4f}, test accuracy {accuracy:.2%}, {n / seconds:,.0f} img/s, "
                      f"elapsed {elapsed:,.0f} s, about {remaining:,.0f} s to go")
-    return run

@@ -1,6 +1,8 @@
 """The TensorFlow (Keras 3) adapter (see twinbench/frameworks/__init__.py for the interface)."""
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from models.layout import check_weights
@@ -160,5 +162,8 @@ class TensorFlowFramework:
                 correct += int(np.sum(pred.numpy() == y[start:start + batch_size]))
         return correct / len(x)
 
-    def configure_for_recipe(self, recipe) -> dict:
-        return {}
+    @contextlib.contextmanager
+    def recipe_settings(self, recipe):
+        """Nothing to change for TensorFlow (Keras's own fit loop is the fast path here);
+        yields what the result row records: the intra-op thread count."""
+        yield {"threads": tf.config.threading.get_intra_op_parallelism_threads()}

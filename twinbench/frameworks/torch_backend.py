@@ -1,6 +1,7 @@
 """The torch adapter (see twinbench/frameworks/__init__.py for the interface)."""
 from __future__ import annotations
 
+import contextlib
 import math
 
 import numpy as np
@@ -19,7 +20,9 @@ class KerasAdam(torch.optim.Optimizer):
     Keras folds both bias corrections into the step size and adds epsilon to sqrt(v) after
     that ("epsilon hat"): alpha = lr * sqrt(1 - b2^t) / (1 - b1^t);  p -= alpha * m / (sqrt(v) + eps).
     torch.optim.Adam adds eps to sqrt(v_hat) instead, which is a different function of eps.
-    The moment updates are written in Keras's form, m += (g - m) * (1 - b1), for step parity.
+    Moments are updated in Keras's form, m += (g - m) * (1 - b1), and alpha is computed as
+    Keras does, in the parameters' dtype, for step parity. The step count is a tensor on the
+    parameters' device, so a CUDA graph that captures step() stays right on every replay.
     """
 
     def __init__(self, params, lr=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
@@ -35,15 +38,15 @@ class KerasAdam(torch.optim.Optimizer):
             states = [self.state[p] for p in params]
             for p, s in zip(params, states):
                 if not s:
-                    s["step"] = 0
                     s["m"] = torch.zeros_like(p)
                     s["v"] = torch.zeros_like(p)
-            states[0]["step"] += 1
-            t = states[0]["step"]
-            for s in states[1:]:
-                s["step"] = t
+            if "step" not in group:    # one count per group, as Keras keeps one `iterations`
+                group["step"] = torch.zeros((), dtype=params[0].dtype, device=params[0].device)
+            t = group["step"]
+            t.add_(1)
             b1, b2, eps = group["beta_1"], group["beta_2"], group["epsilon"]
-            alpha = group["lr"] * math.sqrt(1 - b2 ** t) / (1 - b1 ** t)
+            one = torch.ones((), dtype=t.dtype, device=t.device)
+            alpha = group["lr"] * torch.sqrt(one - torch.pow(b2, t)) / (one - torch.pow(b1, t))
             ms = [s["m"] for s in states]
             vs = [s["v"] for s in states]
             torch._foreach_add_(ms, torch._foreach_mul(torch._foreach_sub(grads, ms), 1 - b1))
@@ -55,6 +58,12 @@ class KerasAdam(torch.optim.Optimizer):
 
 class TorchFramework:
     name = "torch"
+
+    # Steps captured per CUDA graph in fit_epoch on a GPU (0: the eager loop). At batch 4-32
+    # these networks are launch-bound: eager torch needs 41 s / 261 s for the two recipes on
+    # an H100, one graph per step 7.5 s / 21.5 s (FACTS.md); many steps per graph remove most
+    # of the rest. Set to 0 to measure the eager path.
+    graph_steps = 50
 
     def __init__(self, device: str = "cpu"):
         self.device = device
@@ -177,6 +186,8 @@ class TorchFramework:
         do); returns the mean of the batch losses."""
         x, y = data
         index = torch.from_numpy(order).to(self.torch_device)
+        if self.device == "gpu" and self.graph_steps > 0:
+            return self._fit_epoch_graphed(model, optimizer, data, batch_size, index)
         # One gather per epoch, then each batch is a view: no per-step indexing op.
         xe, ye = x.index_select(0, index), y.index_select(0, index)
         net = model.net
@@ -192,6 +203,93 @@ class TorchFramework:
             steps += 1
         return float(total) / steps
 
+    def _fit_epoch_graphed(self, model: TwinModel, optimizer, data, batch_size: int, index) -> float:
+        """fit_epoch on a GPU with `graph_steps` whole training steps per CUDA graph replay.
+
+        The graph reads its batches from the resident data through a static index buffer
+        refilled before each replay; batches that do not fill a whole graph (and the last,
+        partial batch) run eagerly on the same parameters and optimizer state.
+        """
+        x, y = data
+        k, n = self.graph_steps, len(index)
+        per_graph = k * batch_size
+        graphs = n // per_graph
+        key = (batch_size, k)
+        if graphs and (model.compiled_step is None or model.compiled_step[0] != key):
+            model.compiled_step = (key, self._capture(model, optimizer, x, y, batch_size, k, index))
+        total = torch.zeros((), device=self.torch_device)
+        steps = 0
+        if graphs:
+            graph, static_index, losses = model.compiled_step[1]
+            for g in range(graphs):
+                static_index.copy_(index[g * per_graph:(g + 1) * per_graph])
+                graph.replay()
+                total += losses.sum()
+            steps += graphs * k
+        model.net.train()
+        for start in range(graphs * per_graph, n, batch_size):     # the remainder, eagerly
+            idx = index[start:start + batch_size]
+            optimizer.zero_grad(set_to_none=False)
+            loss = F.cross_entropy(model.net(x.index_select(0, idx)), y.index_select(0, idx))
+            loss.backward()
+            optimizer.step()
+            total += loss.detach()
+            steps += 1
+        return float(total) / steps
+
+    def _capture(self, model: TwinModel, optimizer, x, y, batch_size: int, k: int, index):
+        """Capture k training steps into one CUDA graph (warm-up on a side stream first, as
+        torch's CUDA-graph notes require, so that optimizer state and cuBLAS/cuDNN workspaces
+        exist before capture). The warm-up steps are real steps of this epoch's first batches."""
+        net = model.net
+        net.train()
+        static_index = index[:k * batch_size].clone()
+        losses = torch.zeros(k, device=self.torch_device)
+
+        def steps():
+            for j in range(k):
+                idx = static_index[j * batch_size:(j + 1) * batch_size]
+                optimizer.zero_grad(set_to_none=False)
+                loss = F.cross_entropy(net(x.index_select(0, idx)), y.index_select(0, idx))
+                loss.backward()
+                optimizer.step()
+                losses[j].copy_(loss.detach())
+
+        # Warm-up: one eager step allocates .grad and the optimizer state (momentum buffers,
+        # Adam moments and step count), which the graph must find in place. Its effect is then
+        # undone, so the run takes exactly the recipe's steps: parameters are restored, and
+        # state that did not exist before is zeroed (a zero momentum buffer or zero Adam
+        # moments at step 0 give the same first update as no state at all).
+        params = list(net.parameters())
+        saved = [p.detach().clone() for p in params]
+        before = {id(p): {n: v.clone() for n, v in optimizer.state[p].items() if torch.is_tensor(v)}
+                  for p in params}
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            idx = static_index[:batch_size]
+            optimizer.zero_grad(set_to_none=False)
+            F.cross_entropy(net(x.index_select(0, idx)), y.index_select(0, idx)).backward()
+            optimizer.step()
+        torch.cuda.current_stream().wait_stream(side)
+        with torch.no_grad():
+            for p, v in zip(params, saved):
+                p.copy_(v)
+            for p in params:
+                for name, value in optimizer.state[p].items():
+                    if torch.is_tensor(value):
+                        if name in before[id(p)]:
+                            value.copy_(before[id(p)][name])
+                        else:
+                            value.zero_()
+            for group in optimizer.param_groups:
+                if torch.is_tensor(group.get("step")):     # KerasAdam's shared step count
+                    group["step"].sub_(1)
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            steps()
+        return graph, static_index, losses
+
     def evaluate(self, model: TwinModel, data, batch_size: int = 1000) -> float:
         """Top-1 accuracy over prepared data, in large batches."""
         x, y = data
@@ -203,13 +301,25 @@ class TorchFramework:
                 correct += (pred == y[start:start + batch_size]).sum()
         return int(correct) / len(x)
 
-    def configure_for_recipe(self, recipe) -> dict:
-        """Backend choices that make the recipe's loop fastest here; returned for the record.
+    @contextlib.contextmanager
+    def recipe_settings(self, recipe):
+        """Backend choices that make this recipe's loop fastest here, restored afterwards;
+        yields them for the result row.
 
-        At batch 4 on a CPU, LeNet is bound by per-op costs, and torch's native convolution
-        beats oneDNN's (FACTS.md: about 1.2x with the fused SGD step)."""
-        if self.device == "cpu" and recipe.batch_size <= 8:
-            torch.backends.mkldnn.enabled = False
-        else:
-            torch.backends.mkldnn.enabled = True
-        return {"mkldnn": torch.backends.mkldnn.enabled}
+        At batch 4 on a CPU, LeNet is bound by per-op costs: torch's native convolution beats
+        oneDNN's (FACTS.md: about 1.2x with the fused SGD step), and one thread beats two
+        (ops this small gain nothing from a split, and a second thread waiting on a busy core
+        cost 2.5x in our measurement on the 2-core box)."""
+        saved = (torch.backends.mkldnn.enabled, torch.get_num_threads())
+        small_cpu_batches = self.device == "cpu" and recipe.batch_size <= 8
+        try:
+            if small_cpu_batches:
+                torch.backends.mkldnn.enabled = False
+                torch.set_num_threads(1)
+            if self.device == "gpu":
+                yield {"cuda_graph_steps": self.graph_steps, "tf32": False}
+            else:
+                yield {"mkldnn": torch.backends.mkldnn.enabled, "threads": torch.get_num_threads()}
+        finally:
+            torch.backends.mkldnn.enabled, threads = saved
+            torch.set_num_threads(threads)
