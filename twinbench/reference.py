@@ -1,0 +1,92 @@
+"""The two reference programs' training loops, as published, for side-by-side timing.
+
+These are deliberately not the suite's implementation: they are what the suite must match
+(recipe) and beat (speed). Only the data source differs: both read the same in-memory uint8
+arrays the suite loads, instead of downloading CIFAR-10.
+"""
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from twinbench import imports
+
+
+def keras_tutorial_epochs(train, test, epochs: int = 1, seed: int = 0) -> tuple[float, float]:
+    """The TensorFlow tutorial: Sequential CNN, model.fit(batch 32, validation on the test
+    split each epoch). Returns (seconds of fit, final validation accuracy)."""
+    imports.tensorflow()
+    import keras
+    from keras import layers
+    keras.utils.set_random_seed(seed)
+    train_images, test_images = train.images / 255.0, test.images / 255.0   # float64, as published
+    model = keras.Sequential([
+        keras.Input((32, 32, 3)),
+        layers.Conv2D(32, (3, 3), activation="relu"), layers.MaxPooling2D((2, 2)),
+        layers.Conv2D(64, (3, 3), activation="relu"), layers.MaxPooling2D((2, 2)),
+        layers.Conv2D(64, (3, 3), activation="relu"),
+        layers.Flatten(), layers.Dense(64, activation="relu"), layers.Dense(10),
+    ])
+    model.compile(optimizer="adam",
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    t0 = time.perf_counter()
+    history = model.fit(train_images, train.labels, epochs=epochs, verbose=0,
+                        validation_data=(test_images, test.labels))
+    return time.perf_counter() - t0, float(history.history["val_accuracy"][-1])
+
+
+def torch_tutorial_epochs(train, test, epochs: int = 1, seed: int = 0) -> tuple[float, float]:
+    """The PyTorch tutorial: DataLoader over PIL images with ToTensor + Normalize, batch 4,
+    shuffle, num_workers=2, SGD(lr 0.001, momentum 0.9), loss.item() every step.
+    Returns (seconds of training, final test accuracy)."""
+    torch = imports.torch()
+    import torchvision.transforms as transforms
+    from PIL import Image
+    from torch import nn, optim
+
+    import models
+    torch.manual_seed(seed)
+    transform = transforms.Compose([transforms.ToTensor(),
+                                    transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
+
+    class Arrays(torch.utils.data.Dataset):   # what torchvision.datasets.CIFAR10 does per item
+        def __init__(self, split):
+            self.images, self.labels = split.images, split.labels
+
+        def __len__(self):
+            return len(self.labels)
+
+        def __getitem__(self, i):
+            return transform(Image.fromarray(self.images[i])), int(self.labels[i])
+
+    trainloader = torch.utils.data.DataLoader(Arrays(train), batch_size=4, shuffle=True,
+                                              num_workers=2)
+    testloader = torch.utils.data.DataLoader(Arrays(test), batch_size=4, shuffle=False,
+                                             num_workers=2)
+    net = models.get("lenet").torch_model()
+    criterion = nn.CrossEntropyLoss()
+    optimizer = optim.SGD(net.parameters(), lr=0.001, momentum=0.9)
+    t0 = time.perf_counter()
+    for _epoch in range(epochs):
+        running_loss = 0.0
+        for inputs, labels in trainloader:
+            optimizer.zero_grad()
+            loss = criterion(net(inputs), labels)
+            loss.backward()
+            optimizer.step()
+            running_loss += loss.item()
+    seconds = time.perf_counter() - t0
+    correct = 0
+    with torch.no_grad():
+        for images, labels in testloader:
+            correct += int((net(images).argmax(1) == labels).sum())
+    return seconds, correct / len(test.labels)
+
+
+def subset(split, n: int, seed: int = 0):
+    """The first-n-of-a-permutation subset of a split (for timing on part of an epoch)."""
+    from types import SimpleNamespace
+    idx = np.random.default_rng(seed).permutation(len(split.labels))[:n]
+    return SimpleNamespace(images=split.images[idx], labels=split.labels[idx])
