@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reports import html, plots
+from reports import attribution, html, plots
 from reports.load import accuracy_rows, by_machine, machine_labels, measurements
 from reports.tables import (Table, accuracy_table, machines_table, summary_table,
                             throughput_table)
@@ -52,6 +52,11 @@ def render(rows: list[dict], out_dir, *, skipped: int = 0) -> Rendered:
         sections.append(("Throughput", throughput_parts))
     if accuracy:
         sections.append(("Accuracy", [accuracy_table(accuracy, labels)]))
+    matrix = attribution.matrix_table(rows, labels)
+    if matrix is not None:
+        sentences = attribution.attribution_sentences(rows, labels)
+        sections.append(("Fair comparison (same weights, same data order)",
+                         [matrix, *[("p", s) for s in sentences]]))
     if pngs:
         sections.append(("Plots", [("img", p.name) for p in pngs]))
     sections.append(("Machines", [machines_table(groups, labels)]))

@@ -1,0 +1,38 @@
+"""reports/attribution.py: the matrix table and the recipe-vs-framework sentence."""
+from __future__ import annotations
+
+from reports.attribution import attribution_sentences, matrix_table
+
+LABELS = {"m1": "CPU box"}
+
+
+def row(framework, arch, recipe, accuracy, comparison="matrix", seed=0):
+    return {"kind": "accuracy", "comparison": comparison, "machine": {"id": "m1"},
+            "device": "cpu", "arch": arch, "recipe": recipe, "framework": framework,
+            "final_accuracy": accuracy, "seed": seed}
+
+
+ROWS = [row("tf", "keras_cnn", "keras_cnn_adam", 0.70), row("torch", "keras_cnn", "keras_cnn_adam", 0.68),
+        row("tf", "lenet", "lenet_sgd", 0.61), row("torch", "lenet", "lenet_sgd", 0.60),
+        # a reference-pair run is not part of the matrix and must not move its numbers
+        row("tf", "keras_cnn", "keras_cnn_adam", 0.10, comparison=None)]
+
+
+def test_sentence_splits_the_gap_exactly():
+    [sentence] = attribution_sentences(ROWS, LABELS)
+    assert "here 10.0 points" in sentence                 # 0.70 - 0.60
+    assert "+8.0 points of recipe" in sentence            # torch: 0.68 - 0.60
+    assert "+2.0 points of framework" in sentence         # keras_cnn_adam: 0.70 - 0.68
+    assert "published 7.3 points" in sentence
+
+
+def test_no_sentence_without_the_runs_it_needs():
+    assert attribution_sentences(ROWS[:2], LABELS) == []
+    assert matrix_table(ROWS[-1:], LABELS) is None
+
+
+def test_table_gives_each_pair_and_its_gap():
+    table = matrix_table(ROWS, LABELS)
+    by_recipe = {line[3]: line for line in table.rows}
+    assert by_recipe["keras_cnn_adam"][5:] == ["70.00%", "68.00%", "+2.00 points"]
+    assert by_recipe["lenet_sgd"][5:] == ["61.00%", "60.00%", "+1.00 points"]
