@@ -376,3 +376,13 @@ def read_rows(paths, *, on_error: str = "raise",
                     raise
                 report(f"skipped {exc}")
     return rows
+
+
+def common_fields(run_id: str, determinism: bool, machine: dict | None = None) -> dict:
+    """The fields every row shares: schema, run, time, versions and the machine fingerprint.
+    (Versions are those of the packages this process has loaded; nothing is imported.)"""
+    from twinbench.fingerprint import machine_fingerprint
+    from twinbench.imports import loaded_versions
+    return {"schema": SCHEMA, "run_id": run_id, "created": utc_now(),
+            "versions": loaded_versions(), "machine": machine or machine_fingerprint(),
+            "determinism": determinism}
