@@ -44,4 +44,11 @@ else
 fi
 
 BUDGET_S=270 OUT="$OUT/bench" step throughput 290 bash scripts/gpu_bench.sh
+
+# The device tool brings back at most 8 files: keep the logs and the reports loose, pack the
+# result rows (one file each) into one archive.
+cp "$OUT/bench/report.md" "$OUT/bench-report.md" 2>/dev/null
+tar czf "$OUT/results.tar.gz" -C "$OUT" $(cd "$OUT" && ls -d recipes bench 2>/dev/null) \
+  && rm -rf "$OUT/recipes" "$OUT/bench"
+ls -la "$OUT" | tee -a "$LOG"
 exit "$STATUS"
