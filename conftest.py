@@ -18,7 +18,8 @@ import pytest  # noqa: E402
 from twinbench.frameworks import DEVICES  # noqa: E402
 from twinbench.imports import FRAMEWORKS  # noqa: E402
 
-pytest_plugins = ["fixtures.session", "fixtures.frameworks", "fixtures.data", "fixtures.results"]
+pytest_plugins = ["fixtures.session", "fixtures.frameworks", "fixtures.data", "fixtures.results",
+                  "fixtures.benchmarks"]
 
 
 def _positive_int(text: str) -> int:
@@ -84,6 +85,12 @@ def pytest_report_header(config):
 def pytest_generate_tests(metafunc):
     from fixtures import session
     session.parametrize(metafunc)
+
+
+@pytest.hookimpl(optionalhook=True)   # a pytest-benchmark hook: optional without the plugin
+def pytest_benchmark_update_machine_info(config, machine_info):
+    from fixtures import benchmarks
+    benchmarks.update_machine_info(config, machine_info)
 
 
 def pytest_terminal_summary(terminalreporter, config):

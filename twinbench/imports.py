@@ -40,7 +40,8 @@ def torch_blocked_reason() -> str | None:
                 "(e.g. pytest --framework torch) or import torch first.")
     if "tensorflow" in sys.modules and "torchvision" not in sys.modules and installed("torch"):
         return ("TensorFlow was imported before torchvision in this process; importing "
-                "torchvision now would crash it (segfault).")
+                "torchvision now would crash it (segfault). Run the torch side in a separate "
+                "process (e.g. pytest --framework torch) or import torch and torchvision first.")
     return None
 
 
