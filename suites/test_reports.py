@@ -29,7 +29,7 @@ from twinbench.results import (SCHEMA, ResultError, check_writable, new_run_id, 
                                validate_row, write_row)
 
 ROOT = Path(__file__).resolve().parents[1]
-SAMPLES = ROOT / "reports" / "samples"
+SAMPLES = ROOT / "fixtures" / "results"
 CPU_SAMPLE = SAMPLES / "cpu-epyc-2core"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -76,9 +76,9 @@ def noisy_rounds(rng, median, n=ROUNDS, cv=NOISE_CV):
 # Configurations of a small benchmark matrix, with typical medians (img/s).
 GATE_CONFIGS = [
     (dict(framework="torch", arch="keras_cnn", batch_size=32), 800.0),
-    (dict(framework="tf", arch="keras_cnn", mode="compiled", batch_size=32), 1100.0),
+    (dict(framework="tf", arch="keras_cnn", mode="eager", batch_size=32), 1100.0),
     (dict(framework="torch", arch="lenet", batch_size=4), 1100.0),
-    (dict(framework="tf", arch="lenet", mode="compiled", batch_size=4), 450.0),
+    (dict(framework="tf", arch="lenet", mode="eager", batch_size=4), 450.0),
     (dict(framework="torch", arch="lenet", phase="infer", batch_size=256), 15000.0),
 ]
 
@@ -109,14 +109,14 @@ def test_render_sample_writes_markdown_html_and_pngs(tmp_path, capsys):
     # Hand-computed from the sample: TF Keras CNN training at batch 32 has median 1,100 img/s;
     # x 27.3 MFLOP per image = 30.0 GFLOP/s; / 32 GFLOP/s ceiling = 93.8%.
     line = next(l for l in md.splitlines()
-                if l.startswith("| tf ") and "| keras_cnn " in l and "| compiled " in l
+                if l.startswith("| tf ") and "| keras_cnn " in l and "| eager " in l
                 and "| train " in l and "|      32 |" in l)
     assert "1,100" in line and "30.0" in line and "93.8%" in line
     assert "| torch       | lenet     | cpu      | eager    | train   | fp32        |       4 |" in md
     assert "NOT measurements" in md  # the sample fixtures say what they are
     # The summary goes to stdout: TF Keras CNN accuracy median of 66.5, 65.1, 66.0 -> 66.0%.
     assert "66.0% (65.1%-66.5%)" in out
-    assert "1,150 (compiled, batch 256)" in out
+    assert "1,150 (eager, batch 256)" in out
     pngs = sorted(p.name for p in out_dir.glob("*.png"))
     assert pngs == ["accuracy-keras_cnn_adam.png", "accuracy-lenet_sgd.png",
                     "throughput-keras_cnn-infer.png", "throughput-keras_cnn-train.png",

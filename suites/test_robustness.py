@@ -45,7 +45,7 @@ from twinbench.frameworks import unavailable_reason
 from twinbench.results import read_rows, write_row
 
 TARGETS = "suites/test_robust_targets.py"
-SAMPLES = ROOT / "reports" / "samples" / "cpu-epyc-2core"
+SAMPLES = ROOT / "fixtures" / "results" / "cpu-epyc-2core"
 SESSION_TIMEOUT_S = 300     # a child session that takes longer has hung: it is killed, the test fails
 USAGE_ERROR = 4             # pytest.ExitCode.USAGE_ERROR
 SEGFAULT = (-signal.SIGSEGV, 128 + signal.SIGSEGV)
