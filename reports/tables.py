@@ -12,6 +12,7 @@ from tabulate import tabulate
 
 from reports import stats
 from reports.load import Config, Measurement
+from twinbench.thresholds import wilson_interval
 
 DASH = "—"
 
@@ -77,7 +78,7 @@ def throughput_table(measurements: dict[Config, Measurement]) -> Table:
 # Accuracy, one line per run
 # --------------------------------------------------------------------------------------
 ACCURACY_HEADERS = ["machine", "framework", "arch", "device", "recipe", "comparison", "seed",
-                    "epochs", "final accuracy", "threshold", "time to threshold", "train time",
+                    "epochs", "final accuracy", "95% interval", "threshold", "time to threshold", "train time",
                     "train img/s"]
 
 
@@ -86,11 +87,18 @@ def accuracy_table(rows: list[dict], labels: dict[str, str]) -> Table:
     for r in rows:
         lines.append([labels[r["machine"]["id"]], r["framework"], r["arch"], r["device"],
                       r["recipe"], r["comparison"] or DASH, str(r["seed"]), str(len(r["epochs"])),
-                      fmt_percent(r["final_accuracy"]), fmt_percent(r["threshold"], 0),
+                      fmt_percent(r["final_accuracy"]), _interval(r["final_accuracy"]),
+                      fmt_percent(r["threshold"], 0),
                       _time_to_threshold(r), fmt_seconds(r["train_seconds"]),
                       fmt_rate(r["images_per_s"])])
-    align = ["left"] * 6 + ["right"] * 7
+    align = ["left"] * 6 + ["right"] * 8
     return Table(ACCURACY_HEADERS, lines, align)
+
+
+def _interval(accuracy: float) -> str:
+    """95% interval of one run's accuracy on the 10,000 test images (binomial, Wilson)."""
+    low, high = wilson_interval(accuracy)
+    return f"{fmt_percent(low)}-{fmt_percent(high)}"
 
 
 def _time_to_threshold(row: dict) -> str:
@@ -105,7 +113,7 @@ def _time_to_threshold(row: dict) -> str:
 # Summary: accuracy, images/s and time to accuracy per machine x framework x arch x device
 # --------------------------------------------------------------------------------------
 SUMMARY_HEADERS = ["machine", "framework", "arch", "device", "runs",
-                   "final accuracy (median, min-max)", "time to threshold (median, reached)",
+                   "final accuracy (mean ± std, min-max)", "time to threshold (median, reached)",
                    "train img/s (recipe runs)", "best train img/s (benchmark)"]
 
 
@@ -146,7 +154,9 @@ def _accuracy_cell(runs: list[dict]) -> str:
     acc = [r["final_accuracy"] for r in runs]
     if len(acc) == 1:
         return fmt_percent(acc[0])
-    return f"{fmt_percent(statistics.median(acc))} ({fmt_percent(min(acc))}-{fmt_percent(max(acc))})"
+    spread = 100 * statistics.stdev(acc)
+    return (f"{fmt_percent(statistics.fmean(acc))} ± {spread:.1f} "
+            f"({fmt_percent(min(acc))}-{fmt_percent(max(acc))})")
 
 
 def _threshold_cell(runs: list[dict]) -> str:
