@@ -117,7 +117,8 @@ def test_render_sample_writes_markdown_html_and_pngs(tmp_path, capsys):
     # The summary goes to stdout: TF Keras CNN accuracy median of 66.5, 65.1, 66.0 -> 66.0%.
     assert "65.9% ± 0.7 (65.1%-66.5%)" in out   # mean and sample std of 65.1, 66.0, 66.5
     # each run's 95% interval on 10,000 test images (Wilson): 66.5% -> 65.6%-67.4%
-    assert any("| 66.5% " in line and "| 65.6%-67.4% " in line for line in md.splitlines())
+    cells = [[c.strip() for c in line.split("|")] for line in md.splitlines()]
+    assert any("66.5%" in row and "65.6%-67.4%" in row for row in cells)
     assert "1,150 (eager, batch 256)" in out
     pngs = sorted(p.name for p in out_dir.glob("*.png"))
     assert pngs == ["accuracy-keras_cnn_adam.png", "accuracy-lenet_sgd.png",
