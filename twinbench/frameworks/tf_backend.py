@@ -135,31 +135,40 @@ class TensorFlowFramework:
 
     # -- whole-epoch training and evaluation (the accuracy suite's hot path) -----------------
     def prepare_data(self, model: TwinModel, images: np.ndarray, labels: np.ndarray):
-        """Prepared float32 NHWC images and labels, kept as NumPy: Keras's fit reads NumPy
-        directly, exactly as the reference program feeds it."""
-        return images.astype(model.dtype, copy=False), labels
+        """Prepared float32 NHWC images and labels as tensors on this device, made once per
+        run (the NumPy labels are kept for scoring)."""
+        with tf.device(self.tf_device):
+            return (tf.constant(images.astype(model.dtype, copy=False)), tf.constant(labels),
+                    labels)
 
     def fit_epoch(self, model: TwinModel, optimizer, data, batch_size: int, order: np.ndarray) -> float:
         """One epoch in the given sample order through Keras's own fit (the reference
-        program's loop), last batch partial; returns the mean of the batch losses."""
-        x, y = data
+        program's training loop), last batch partial; returns the mean of the batch losses.
+
+        The epoch's input is a dataset of index batches gathered from the resident tensors:
+        handing fit the permuted NumPy arrays instead copied the whole training set into a
+        new tensor every epoch (11.6-12.5 s per epoch against 7.2-8.1 s this way, measured
+        on the CPU box)."""
+        x, y, _ = data
         if getattr(model.net, "optimizer", None) is not optimizer:
-            model.net.compile(optimizer=optimizer, loss=_loss_fn)
+            model.net.compile(optimizer=optimizer, loss=_LOSSES[model.dtype])
+        batches = (tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
+                   .map(lambda i: (tf.gather(x, i), tf.gather(y, i)))
+                   .prefetch(tf.data.AUTOTUNE))
         with tf.device(self.tf_device):
-            history = model.net.fit(x[order], y[order], batch_size=batch_size, epochs=1,
-                                    shuffle=False, verbose=0)
+            history = model.net.fit(batches, epochs=1, shuffle=False, verbose=0)
         return float(history.history["loss"][0])
 
     def evaluate(self, model: TwinModel, data, batch_size: int = 1000) -> float:
         """Top-1 accuracy over prepared data, in large batches."""
-        x, y = data
+        x, _, labels = data
         if model.compiled_predict is None:
             model.compiled_predict = tf.function(lambda t: tf.argmax(model.net(t, training=False), 1))
         correct = 0
         with tf.device(self.tf_device):
             for start in range(0, len(x), batch_size):
-                pred = model.compiled_predict(tf.convert_to_tensor(x[start:start + batch_size]))
-                correct += int(np.sum(pred.numpy() == y[start:start + batch_size]))
+                pred = model.compiled_predict(x[start:start + batch_size])
+                correct += int(np.sum(pred.numpy() == labels[start:start + batch_size]))
         return correct / len(x)
 
     @contextlib.contextmanager
