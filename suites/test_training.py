@@ -115,3 +115,37 @@ def test_cuda_graph_epoch_matches_the_eager_epoch(recipe_name, device):
             {k: v - initial[k] for k, v in weights[0].items()},
             tol, what="graphed vs eager epoch")
     assert losses[8] == pytest.approx(losses[0], rel=1e-3)
+
+
+def test_fit_epoch_trains_in_exactly_the_given_order(framework):
+    """fit_epoch must follow the order it is given, step by step: the matrix's shared data
+    order depends on it, and a loop that reshuffles (or, like Keras 3's seeded fit on NumPy
+    arrays, replays one permutation every epoch) would break it silently."""
+    recipe = tiny_recipe("lenet_sgd", epochs=1)
+    arch = models.get(recipe.arch)
+    split = tiny_split(N_TRAIN, 0)
+    images = recipe.prepare(split.images)
+    order = epoch_order(0, 1, N_TRAIN)
+
+    def fitted(order):
+        model = framework.build(arch, seed=0)
+        with framework.recipe_settings(recipe):
+            data = framework.prepare_data(model, images, split.labels)
+            framework.fit_epoch(model, framework.make_optimizer(model, recipe), data,
+                                recipe.batch_size, order)
+        return framework.get_weights(model)
+
+    model = framework.build(arch, seed=0)
+    optimizer = framework.make_optimizer(model, recipe)
+    with framework.recipe_settings(recipe):
+        for start in range(0, N_TRAIN, recipe.batch_size):
+            batch = order[start:start + recipe.batch_size]
+            framework.train_step(model, optimizer, images[batch], split.labels[batch])
+    stepwise = framework.get_weights(model)
+    initial = framework.get_weights(framework.build(arch, seed=0))
+    displacement = {k: v - initial[k] for k, v in stepwise.items()}
+    compare({k: v - initial[k] for k, v in fitted(order).items()}, displacement,
+            parity(framework.device).sgd_displacement(), what="fit_epoch vs train_step loop")
+    with pytest.raises(AssertionError):    # another order must give other weights
+        compare({k: v - initial[k] for k, v in fitted(order[::-1].copy()).items()},
+                displacement, parity(framework.device).sgd_displacement(), what="reversed order")
