@@ -39,9 +39,10 @@ def mark_ran(request) -> None:
 @pytest.mark.parametrize("writer", range(WRITERS))
 def test_rows_written_concurrently(writer, request, results):
     mark_ran(request)
+    framework_name = settings(request.config).frameworks[0]   # the session's (--framework)
     for seq in range(ROWS_PER_WRITER):
-        results.write(throughput_fields("torch", "lenet", 1000.0 + seq, writer=writer, seq=seq,
-                                        pid=os.getpid()))
+        results.write(throughput_fields(framework_name, "lenet", 1000.0 + seq, writer=writer,
+                                        seq=seq, pid=os.getpid()))
 
 
 def test_train_steps(framework, arch, request, results):

@@ -9,12 +9,17 @@ that must hold:
 3. faults: an interrupted writer, an unwritable or full results disk, an out-of-memory batch;
 4. concurrency: four xdist workers writing rows at once;
 5. bad options: each is a usage error (exit 4) naming the option and what it accepts;
-6. determinism: --determinism switches both frameworks' deterministic ops on, two processes
+6. determinism: --determinism switches each framework's deterministic ops on, two processes
    train bitwise-identical weights, and rows and header record it.
+
+With one framework installed (the tox environments tf and torch) a test whose subject needs the
+other skips with the reason naming it; a test whose subject is no framework's (hostile data,
+the results directory, xdist, bad options) runs its child session on the installed one.
 
 Most faults need a pytest session of their own. Those sessions (in "Child sessions" below) run
 the targets in suites/test_robust_targets.py; every session the selected tests need is started
-in the background when the first of them runs, so that their framework imports overlap.
+in the background when the first of them runs, so that their framework imports overlap (none
+for a test that a mark skips, e.g. for an absent framework).
 """
 from __future__ import annotations
 
@@ -37,8 +42,9 @@ import numpy as np
 import pytest
 
 from fixtures import synthetic
-from fixtures.robust import (ROOT, TARGETS_ENV, Background, Finished, child_env, complete_row,
-                             python, throughput_fields)
+from fixtures.robust import (ROOT, TARGETS_ENV, Background, Finished, any_framework, child_env,
+                             complete_row, framework_params, installed_frameworks, mark_skips,
+                             needs, python, throughput_fields)
 from reports.__main__ import main as reports_main
 from twinbench import imports
 from twinbench.frameworks import unavailable_reason
@@ -114,19 +120,36 @@ with open(sys.argv[2], "w") as f:
 """
 
 # A pytest plugin (-p) for the benchmark session: moving a batch of OOM_AT images or more to
-# the device raises torch's own out-of-memory error, as a too-small card would.
+# the device raises the framework's own out-of-memory error, as a too-small card would (torch:
+# the adapter's prepare_data; TensorFlow: its to_tensor), in each --framework of the session.
+# The device ceiling, not this test's subject, is a fixed figure: measuring it (sgemm 2048^3,
+# best of 5, in every loaded framework) would cost the session more than all its steps.
 OOM_PLUGIN = f"""
-def pytest_configure(config):
-    from twinbench import imports
-    from twinbench.frameworks.torch_backend import TorchFramework
-    real = TorchFramework.prepare_data
+from twinbench import ceilings, imports
 
-    def prepare_data(self, model, images, labels):
+def _fail_large_batches(cls, method, error):
+    real = getattr(cls, method)
+
+    def to_device(self, model, images, *rest):
         if len(images) >= {OOM_AT}:
-            raise imports.torch().OutOfMemoryError(
-                "CUDA out of memory. Tried to allocate 2.00 GiB (injected by test_robustness)")
-        return real(self, model, images, labels)
-    TorchFramework.prepare_data = prepare_data
+            raise error()
+        return real(self, model, images, *rest)
+    setattr(cls, method, to_device)
+
+def pytest_configure(config):
+    ceilings.measure = lambda device: ceilings.Ceiling(
+        device, 1e11, 1e10, "not measured: a fixed figure (injected by test_robustness)")
+    frameworks = config.option.framework or ()
+    if "torch" in frameworks:   # torch first: importing TensorFlow before it would segfault
+        from twinbench.frameworks.torch_backend import TorchFramework
+        _fail_large_batches(TorchFramework, "prepare_data", lambda: imports.torch().OutOfMemoryError(
+            "CUDA out of memory. Tried to allocate 2.00 GiB (injected by test_robustness)"))
+    if "tf" in frameworks:
+        from twinbench.frameworks.tf_backend import TensorFlowFramework
+        _fail_large_batches(TensorFlowFramework, "to_tensor",
+                            lambda: imports.tensorflow().errors.ResourceExhaustedError(
+            None, None, "OOM when allocating tensor with shape[{OOM_AT},32,32,3] "
+                        "(injected by test_robustness)"))
 """
 
 BAD_OPTIONS = {   # case: (arguments, what the message must name)
@@ -174,49 +197,74 @@ def _determinism(work: Path) -> list[str]:
                   TARGETS)
 
 
+def _torch_without_determinism(work: Path) -> list[str]:
+    """The torch train step without --determinism (tf_first has TensorFlow's, torch skipped)."""
+    return python("-m", "pytest", *pytest_args(work, "--framework", "torch", "--device", "cpu",
+                                               "--arch", "lenet", "-k", "test_train_steps"),
+                  TARGETS)
+
+
 def _hostile_data(work: Path) -> list[str]:
     """A canonical layout whose data_batch_1 runs code (creates `pwned`) when unpickled."""
     data = synthetic.write_canonical(work / "cifar-10-batches-py").root
     (data / "data_batch_1").write_bytes(pickle.dumps(synthetic.MarkerPickle(work / "pwned")))
-    return python("-m", "pytest", *pytest_args(work, "--data", str(data), "--framework", "torch"),
+    return python("-m", "pytest", *pytest_args(work, "--data", str(data), *any_framework()),
                   TARGETS)
 
 
 def _results_under_file(work: Path) -> list[str]:
     (work / "not-a-directory").write_text("a regular file where --results needs a directory\n")
-    return python("-m", "pytest", "-p", "no:cacheprovider", "-m", "accuracy", "--framework",
-                  "torch", "--results", str(work / "not-a-directory" / "run"), TARGETS)
+    return python("-m", "pytest", "-p", "no:cacheprovider", "-m", "accuracy", *any_framework(),
+                  "--results", str(work / "not-a-directory" / "run"), TARGETS)
 
 
 def _usage_errors(work: Path) -> list[str]:
     a_file = work / "cifar10.tar.gz"
     a_file.write_bytes(b"not a directory")
-    cheap = ["-p", "no:cacheprovider", "--collect-only", "-q", "--framework", "torch", TARGETS]
+    cheap = ["-p", "no:cacheprovider", "--collect-only", "-q", *any_framework(), TARGETS]
     cases = {name: {"args": cheap + [a.format(file=a_file) for a in args]}
              for name, (args, _) in BAD_OPTIONS.items()}
     cases["full_disk"] = {"full_disk": True, "args": [
-        "-p", "no:cacheprovider", "-m", "accuracy", "--framework", "torch",
+        "-p", "no:cacheprovider", "-m", "accuracy", *any_framework(),
         "--results", str(work / "results"), TARGETS]}
     return python("-c", USAGE_ERRORS, json.dumps(cases), str(work / "usage_errors.json"))
 
 
 def _xdist(work: Path) -> list[str]:
-    return python("-m", "pytest", "-n", "4", *pytest_args(work, "--framework", "torch",
+    return python("-m", "pytest", "-n", "4", *pytest_args(work, *any_framework(),
                                                           "-k", "test_rows_written_concurrently"),
                   TARGETS)
 
 
 def _oom(work: Path) -> list[str]:
+    """Every installed framework, one after the other in this one session. One thread: a
+    2-thread torch step on a loaded 2-core machine spins for 10-100x its time (bench.py)."""
     (work / "robust_oom_plugin.py").write_text(OOM_PLUGIN)
+    frameworks = [a for f in installed_frameworks() for a in ("--framework", f)]
     return python("-m", "pytest", *pytest_args(
-        work, "-p", "robust_oom_plugin", "-m", "benchmark", "--quick", "--framework", "torch",
-        "--device", "cpu", "--arch", "lenet", "--batch-size", str(OOM_AT), "--batch-size", "4",
-        "-k", "test_throughput and train"), "suites/test_throughput.py")
+        work, "-p", "robust_oom_plugin", "-m", "benchmark", "--quick", *frameworks,
+        "--threads", "1", "--device", "cpu", "--arch", "lenet", "--batch-size", str(OOM_AT),
+        "--batch-size", "4", "-k", "test_throughput and train"), "suites/test_throughput.py")
 
 
 SESSIONS = {"tf_first": _tf_first, "determinism_a": _determinism, "determinism_b": _determinism,
+            "torch_without_determinism": _torch_without_determinism,
             "hostile_data": _hostile_data, "results_under_file": _results_under_file,
             "usage_errors": _usage_errors, "xdist": _xdist, "oom": _oom}
+
+# The session that ran each framework's train-step target without --determinism: TensorFlow's
+# comes free with tf_first. Asked for through the `determinism_off` fixture, by framework_id.
+DETERMINISM_OFF = {"tf": "tf_first", "torch": "torch_without_determinism"}
+
+
+def sessions_needed(item) -> set[str]:
+    """The child sessions a collected test of this module will ask for: none if a mark skips it."""
+    if mark_skips(item):
+        return set()
+    names = {name for name in item.fixturenames if name in SESSIONS}
+    if "determinism_off" in item.fixturenames:
+        names.add(DETERMINISM_OFF[item.callspec.params["framework_id"]])
+    return names
 
 
 class Sessions:
@@ -256,9 +304,8 @@ def sessions(request, tmp_path_factory):
     prestart = [] if hasattr(request.config, "workerinput") else request.session.items
     for item in prestart:
         if getattr(item, "module", None) is request.module:
-            for name in item.fixturenames:
-                if name in SESSIONS:
-                    started.start(name)
+            for name in sorted(sessions_needed(item)):
+                started.start(name)
     yield started
     started.stop_all()
 
@@ -276,6 +323,12 @@ def determinism_a(sessions):
 @pytest.fixture(scope="module")
 def determinism_b(sessions):
     return sessions.get("determinism_b")
+
+
+@pytest.fixture
+def determinism_off(sessions, framework_id):
+    """The session that ran framework_id's train step without --determinism."""
+    return sessions.get(DETERMINISM_OFF[framework_id])
 
 
 @pytest.fixture(scope="module")
@@ -335,11 +388,16 @@ def _fake_module(name: str) -> types.ModuleType:
     return module
 
 
+NO_TORCH_TO_REFUSE = "no torch import to refuse"
+
+
 @pytest.mark.parametrize("loaded, blocked_by", [
-    (("tensorflow",), "before torch"),
-    (("tensorflow", "torch"), "before torchvision"),
-    (("torch", "torchvision", "tensorflow"), None),
-], ids=["tf-first", "tf-before-torchvision", "torch-first"])
+    pytest.param(("tensorflow",), "before torch", id="tf-first",
+                 marks=needs("torch", why=NO_TORCH_TO_REFUSE)),
+    pytest.param(("tensorflow", "torch"), "before torchvision", id="tf-before-torchvision",
+                 marks=needs("torch", why=NO_TORCH_TO_REFUSE)),
+    pytest.param(("torch", "torchvision", "tensorflow"), None, id="torch-first"),
+])
 def test_torch_is_refused_with_the_way_out_once_tensorflow_came_first(monkeypatch, loaded,
                                                                       blocked_by):
     """Both crashing orders (FACTS.md) are detected from sys.modules alone, before anything
@@ -360,6 +418,7 @@ def test_torch_is_refused_with_the_way_out_once_tensorflow_came_first(monkeypatc
         imports.torch()
 
 
+@needs("tf", why="nothing can import TensorFlow first")
 def test_entry_points_survive_tensorflow_imported_first(tf_first):
     result = tf_first.result
     assert result.returncode not in SEGFAULT, "segfault:\n" + result.describe()
@@ -373,6 +432,7 @@ def test_entry_points_survive_tensorflow_imported_first(tf_first):
     assert "error" not in result.stdout.splitlines()[-1], result.describe()
 
 
+@needs("tf", "torch", why="the torch tests skip for TensorFlow imported first only where both are")
 def test_torch_tests_skip_with_the_reason_when_tensorflow_came_first(tf_first):
     assert tf_first.result.returncode == 0, tf_first.result.describe()
     outcomes = junit_outcomes(tf_first.work)
@@ -490,19 +550,23 @@ def test_full_disk_stops_the_session_before_any_test(usage_errors):
     assert not (session.work / "results").exists() or not any((session.work / "results").iterdir())
 
 
-def test_out_of_memory_batch_is_recorded_and_the_run_goes_on(oom):
+@pytest.mark.parametrize("framework_id", framework_params())
+def test_out_of_memory_batch_is_recorded_and_the_run_goes_on(oom, framework_id):
     """The benchmark tier with a batch that runs out of memory (injected at the device copy)
     before one that fits: an "oom" row, a warning, the next configuration measured, exit 0."""
     result = oom.result
     assert result.returncode == 0, result.describe()
-    rows = {r["batch_size"]: r for r in read_rows([oom.work / "results"], on_error="raise")}
+    rows = {r["batch_size"]: r for r in read_rows([oom.work / "results"], on_error="raise")
+            if r["framework"] == framework_id}
     assert set(rows) == {OOM_AT, 4}, rows.keys()
     assert rows[OOM_AT]["status"] == "oom" and "injected" in rows[OOM_AT]["error"]
     assert rows[OOM_AT]["images_per_s"] == [] and rows[OOM_AT]["median_images_per_s"] is None
     assert rows[4]["status"] == "ok" and rows[4]["median_images_per_s"] > 0
-    outcomes = junit_outcomes(oom.work)
+    outcomes = {name: outcome for name, outcome in junit_outcomes(oom.work).items()
+                if name.startswith(f"test_throughput[{framework_id}-")}
     assert [o for o, _ in outcomes.values()] == ["passed", "passed"], outcomes
-    assert "BenchmarkOOMWarning" in result.stdout, result.describe()
+    oom_case = f"{framework_id}-cpu-lenet-eager-train-b{OOM_AT}"
+    assert f"BenchmarkOOMWarning: {oom_case}: out of memory" in result.stdout, result.describe()
 
 
 # ==============================================================================================
@@ -538,16 +602,16 @@ def test_bad_option_is_a_usage_error_naming_the_option(usage_errors, case):
 # 6. Determinism
 # ==============================================================================================
 
-def test_determinism_option_switches_on_deterministic_ops(determinism_a, tf_first):
-    for session, on in ((determinism_a, True), (tf_first, False)):
+@pytest.mark.parametrize("framework_id", framework_params())
+def test_determinism_option_switches_on_deterministic_ops(determinism_a, determinism_off,
+                                                          framework_id):
+    for session, on in ((determinism_a, True), (determinism_off, False)):
         assert session.result.returncode == 0, session.result.describe()
-        frameworks = ("torch", "tf") if on else ("tf",)   # torch is skipped in tf_first
-        for name in frameworks:
-            flags = json.loads((session.out / f"flags-{name}.json").read_text())
-            assert flags == {"deterministic_ops": on, "determinism_option": on}, (name, flags)
+        flags = json.loads((session.out / f"flags-{framework_id}.json").read_text())
+        assert flags == {"deterministic_ops": on, "determinism_option": on}, (on, flags)
 
 
-@pytest.mark.parametrize("framework_id", ["torch", "tf"])
+@pytest.mark.parametrize("framework_id", framework_params())
 def test_two_processes_train_bitwise_identical_weights(determinism_a, determinism_b,
                                                        framework_id):
     runs = []
@@ -565,9 +629,11 @@ def test_two_processes_train_bitwise_identical_weights(determinism_a, determinis
     assert any(not np.array_equal(a[k], a0[k]) for k in a), "training did not change the weights"
 
 
-def test_rows_and_header_record_determinism(determinism_a, tf_first):
-    for session, on in ((determinism_a, True), (tf_first, False)):
+@pytest.mark.parametrize("framework_id", framework_params())
+def test_rows_and_header_record_determinism(determinism_a, determinism_off, framework_id):
+    for session, on in ((determinism_a, True), (determinism_off, False)):
         assert session.result.returncode == 0, session.result.describe()
         assert f"determinism: {'on' if on else 'off'}" in session.result.stdout
         rows = read_rows([session.work / "results"], on_error="raise")
-        assert rows and all(r["determinism"] is on for r in rows), [r["determinism"] for r in rows]
+        assert any(r["framework"] == framework_id for r in rows), [r["framework"] for r in rows]
+        assert all(r["determinism"] is on for r in rows), [r["determinism"] for r in rows]
