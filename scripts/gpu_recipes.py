@@ -23,6 +23,7 @@ imports.preload()
 
 from twinbench import reference, thresholds  # noqa: E402
 from twinbench.data import load_split, resolve_source  # noqa: E402
+from twinbench.fingerprint import machine_fingerprint  # noqa: E402
 from twinbench.frameworks import get_framework  # noqa: E402
 from twinbench.recipes import RECIPES  # noqa: E402
 from twinbench.results import common_fields, new_run_id, write_row  # noqa: E402
@@ -48,6 +49,7 @@ def main(argv=None) -> int:
         train_set = reference.subset(train_set, args.images)
     framework = get_framework("torch", args.device)
     run_id = new_run_id()
+    machine = machine_fingerprint()   # once: it asks git and nvidia-smi
     plan = [(name, args.graph_steps) for name in (args.recipe or RECIPES)]
     plan += [(name, 0) for name in args.eager]
     for name, graph_steps in plan:
@@ -63,7 +65,7 @@ def main(argv=None) -> int:
         run = train(framework, recipe, train_set, test_set, seed=0, threshold=gate, progress=print)
         wall = time.perf_counter() - t0
         row = run.row(len(train_set.labels), source)
-        write_row(args.results, {**common_fields(run_id, False), **row})
+        write_row(args.results, {**common_fields(run_id, False, machine), **row})
         loop = f"{graph_steps} steps per CUDA graph" if graph_steps and args.device == "gpu" else "eager"
         print(f"RESULT {name} ({loop}): final accuracy {run.final_accuracy:.2%}, "
               f"training {run.train_seconds:.1f} s ({run.images_per_s(len(train_set.labels)):,.0f} "
