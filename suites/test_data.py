@@ -20,6 +20,8 @@ from PIL import Image
 
 from fixtures import synthetic
 from twinbench import data
+from twinbench.data import cache as array_cache
+from twinbench.data import imagefolder
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -59,13 +61,13 @@ def cache(tmp_path) -> Path:
 def decode_calls(monkeypatch) -> list:
     """Counts image decodes (one entry per file decoded)."""
     calls = []
-    real = data._decode_file
+    real = imagefolder.decode_file
 
     def counting(path):
         calls.append(path)
         return real(path)
 
-    monkeypatch.setattr(data, "_decode_file", counting)
+    monkeypatch.setattr(imagefolder, "decode_file", counting)
     return calls
 
 
@@ -82,7 +84,7 @@ def load(source: data.DataSource, split: str, s: synthetic.Synthetic, cache: Pat
 
 def forget_validated_entries(monkeypatch) -> None:
     """Make load_split behave as in a fresh process (nothing validated yet)."""
-    monkeypatch.setattr(data, "_VALIDATED_ENTRIES", {})
+    monkeypatch.setattr(array_cache, "_VALIDATED_ENTRIES", {})
 
 
 def assert_well_formed(ds: data.Dataset, n: int) -> None:
@@ -154,7 +156,7 @@ def test_imagefolder_digest_equals_readme_shell_formula(tmp_path):
 def test_source_named_cifar10_jpeg_only_when_digest_matches(tmp_path, cache, monkeypatch):
     s = synthetic.write_imagefolder(tmp_path / "jpg", suffix=".jpg")
     assert resolve(s, cache).name == data.NAME_UNKNOWN_FOLDER
-    monkeypatch.setattr(data, "CIFAR10_JPEG_DIGEST", data.imagefolder_digest(s.root))
+    monkeypatch.setattr(imagefolder, "CIFAR10_JPEG_DIGEST", data.imagefolder_digest(s.root))
     assert resolve(s, cache).name == data.NAME_JPEG
 
 
@@ -407,7 +409,7 @@ def test_second_load_hits_the_cache_without_decoding(folder, cache, monkeypatch,
     def refuse(path):
         raise AssertionError(f"decoded {path} although the cache is valid")
 
-    monkeypatch.setattr(data, "_decode_file", refuse)
+    monkeypatch.setattr(imagefolder, "decode_file", refuse)
     forget_validated_entries(monkeypatch)  # as a new process would
     source = resolve(folder, cache)
     for split, truth in (("trainval", folder.train), ("test", folder.test)):
@@ -461,7 +463,7 @@ class Interrupted(Exception):
 
 @pytest.mark.parametrize("during", ["decode", "array writes"])
 def test_interrupted_build_leaves_no_trusted_cache(folder, cache, monkeypatch, during):
-    real_decode, real_save = data._decode_file, data._atomic_save
+    real_decode, real_save = imagefolder.decode_file, array_cache._save_array
     calls = []
 
     def interrupt_on_second(real):
@@ -473,16 +475,16 @@ def test_interrupted_build_leaves_no_trusted_cache(folder, cache, monkeypatch, d
         return wrapped
 
     if during == "decode":
-        monkeypatch.setattr(data, "_decode_file", interrupt_on_second(real_decode))
+        monkeypatch.setattr(imagefolder, "decode_file", interrupt_on_second(real_decode))
     else:
-        monkeypatch.setattr(data, "_atomic_save", interrupt_on_second(real_save))
+        monkeypatch.setattr(array_cache, "_save_array", interrupt_on_second(real_save))
     with pytest.raises(Interrupted):
         resolve(folder, cache)
     for entry in cache_entries(cache):
         assert not (entry / "meta.json").exists()
         assert not [p for p in entry.iterdir() if p.name.startswith(".")], "temporary file left"
-    monkeypatch.setattr(data, "_decode_file", real_decode)
-    monkeypatch.setattr(data, "_atomic_save", real_save)
+    monkeypatch.setattr(imagefolder, "decode_file", real_decode)
+    monkeypatch.setattr(array_cache, "_save_array", real_save)
     ds = load(resolve(folder, cache), "trainval", folder, cache)
     np.testing.assert_array_equal(ds.images, folder.train.images)
 
@@ -513,7 +515,7 @@ def test_source_resolved_before_a_change_is_refused_in_a_new_process(folder, cac
 
 
 def test_progress_is_the_only_output(folder, cache, capsys, monkeypatch):
-    monkeypatch.setattr(data, "PROGRESS_EVERY", 50)
+    monkeypatch.setattr(imagefolder, "PROGRESS_EVERY", 50)
     total = len(folder.train.labels) + len(folder.test.labels)
     messages = []
     resolve(folder, cache, progress=messages.append)
