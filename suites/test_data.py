@@ -20,6 +20,8 @@ from PIL import Image
 
 from fixtures import synthetic
 from twinbench import data
+from twinbench.data import cache as array_cache
+from twinbench.data import imagefolder
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,10 +30,24 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 JPEG_MEAN_ABS_ERROR = 2.0
 JPEG_MAX_ABS_ERROR = 24
 
-# Per-channel mean of the official training images, /255 (../shared/datasets/cifar10-jpeg/README.md:
-# JPEG copy 0.4913, 0.4821, 0.4465; canonical 0.4914, 0.4822, 0.4465: both within the tolerance).
+# Per-channel mean of the official training images, /255 (docs/methodology.md#data: JPEG copy
+# 0.4913, 0.4821, 0.4465; canonical 0.4914, 0.4822, 0.4465: both within the tolerance).
 TRAIN_CHANNEL_MEAN = (0.4913, 0.4821, 0.4465)
 CHANNEL_MEAN_TOLERANCE = 0.001
+
+# The content digest published with the JPEG re-encoded copy (docs/methodology.md#data), written
+# out here rather than read from twinbench.data so that a wrong constant there fails a test.
+PUBLISHED_JPEG_DIGEST = "c217601eebcfee757a51b381539a30bc3b0a89cac54850a81d992750b4fa8352"
+
+# The integrity formula published with the JPEG copy, and the same widened to every image
+# suffix the loader accepts (null-separated: any file name survives the pipe).
+PUBLISHED_DIGEST_FORMULA = "find . -type f -name '*.jpg' | LC_ALL=C sort | xargs sha256sum | sha256sum"
+WIDENED_DIGEST_FORMULA = (r"find . -type f \( -iname '*.jpg' -o -iname '*.jpeg' -o -iname '*.png' \)"
+                          " -print0 | LC_ALL=C sort -z | xargs -0 sha256sum | sha256sum")
+SHELL_TOOLS = ("find", "sort", "xargs", "sha256sum")
+needs_shell_tools = pytest.mark.skipif(not all(shutil.which(t) for t in SHELL_TOOLS),
+                                       reason="needs find, sort, xargs and sha256sum to run the "
+                                              "published digest formula")
 
 
 # ==============================================================================================
@@ -59,13 +75,13 @@ def cache(tmp_path) -> Path:
 def decode_calls(monkeypatch) -> list:
     """Counts image decodes (one entry per file decoded)."""
     calls = []
-    real = data._decode_file
+    real = imagefolder.decode_file
 
     def counting(path):
         calls.append(path)
         return real(path)
 
-    monkeypatch.setattr(data, "_decode_file", counting)
+    monkeypatch.setattr(imagefolder, "decode_file", counting)
     return calls
 
 
@@ -82,7 +98,7 @@ def load(source: data.DataSource, split: str, s: synthetic.Synthetic, cache: Pat
 
 def forget_validated_entries(monkeypatch) -> None:
     """Make load_split behave as in a fresh process (nothing validated yet)."""
-    monkeypatch.setattr(data, "_VALIDATED_ENTRIES", {})
+    monkeypatch.setattr(array_cache, "_VALIDATED_ENTRIES", {})
 
 
 def assert_well_formed(ds: data.Dataset, n: int) -> None:
@@ -93,6 +109,13 @@ def assert_well_formed(ds: data.Dataset, n: int) -> None:
 
 def cache_entries(cache: Path) -> list[Path]:
     return sorted(cache.glob(f"{data.ENTRY_PREFIX}*")) if cache.exists() else []
+
+
+def shell_digest(root: Path, formula: str) -> str:
+    """An image folder's digest computed by the shell, independently of the code under test."""
+    shell = subprocess.run(formula, shell=True, cwd=root, capture_output=True, text=True,
+                           check=True)
+    return shell.stdout.split()[0]
 
 
 # ==============================================================================================
@@ -140,21 +163,26 @@ def test_imagefolder_jpg_loads_close_to_written_pixels(tmp_path, cache):
     assert error.mean() < JPEG_MEAN_ABS_ERROR and error.max() <= JPEG_MAX_ABS_ERROR
 
 
-@pytest.mark.skipif(not all(shutil.which(t) for t in ("find", "sort", "xargs", "sha256sum")),
-                    reason="needs find, sort, xargs and sha256sum to run the README's formula")
-def test_imagefolder_digest_equals_readme_shell_formula(tmp_path):
+@needs_shell_tools
+def test_imagefolder_digest_equals_published_shell_formula(tmp_path):
     s = synthetic.write_imagefolder(tmp_path / "jpg", suffix=".jpg")
     (s.root / "README.md").write_text("not an image: outside the digest\n")
-    shell = subprocess.run(
-        "find . -type f -name '*.jpg' | LC_ALL=C sort | xargs sha256sum | sha256sum",
-        shell=True, cwd=s.root, capture_output=True, text=True, check=True)
-    assert data.imagefolder_digest(s.root) == shell.stdout.split()[0]
+    assert data.imagefolder_digest(s.root) == shell_digest(s.root, PUBLISHED_DIGEST_FORMULA)
+
+
+@needs_shell_tools
+def test_imagefolder_digest_covers_every_image_suffix(tmp_path):
+    s = synthetic.write_imagefolder(tmp_path / "png")
+    shutil.copy(first_image(s), first_image(s).with_name("extra.JPEG"))
+    digest = data.imagefolder_digest(s.root)
+    assert digest == shell_digest(s.root, WIDENED_DIGEST_FORMULA)
+    assert digest != shell_digest(s.root, PUBLISHED_DIGEST_FORMULA)  # which sees no image at all
 
 
 def test_source_named_cifar10_jpeg_only_when_digest_matches(tmp_path, cache, monkeypatch):
     s = synthetic.write_imagefolder(tmp_path / "jpg", suffix=".jpg")
     assert resolve(s, cache).name == data.NAME_UNKNOWN_FOLDER
-    monkeypatch.setattr(data, "CIFAR10_JPEG_DIGEST", data.imagefolder_digest(s.root))
+    monkeypatch.setattr(imagefolder, "CIFAR10_JPEG_DIGEST", data.imagefolder_digest(s.root))
     assert resolve(s, cache).name == data.NAME_JPEG
 
 
@@ -385,8 +413,10 @@ def test_val_indices_real_sized_and_pinned():
     assert np.all(np.diff(held_out) > 0), "sorted and unique"
     np.testing.assert_array_equal(np.bincount(labels[held_out]), [500] * 10)
     np.testing.assert_array_equal(data.val_indices(labels.copy()), held_out)
-    # Pinned: the same indices on every machine and NumPy version (VAL_SEED, legacy RandomState).
-    # A change here changes every train/val number the suite reports.
+    # Pinned from this code's own output when the split was fixed (twinbench/data/splits.py,
+    # VAL_SEED, NumPy's frozen legacy RandomState): not an independent derivation, but a guard
+    # that the split is the same on every machine and NumPy version and never changes unnoticed,
+    # since a change here changes every train/val number the suite reports.
     assert held_out[:8].tolist() == [13, 19, 38, 41, 42, 52, 53, 69]
     assert hashlib.sha256(held_out.astype("<i8").tobytes()).hexdigest()[:16] == "5c6159c3c3746448"
 
@@ -407,7 +437,7 @@ def test_second_load_hits_the_cache_without_decoding(folder, cache, monkeypatch,
     def refuse(path):
         raise AssertionError(f"decoded {path} although the cache is valid")
 
-    monkeypatch.setattr(data, "_decode_file", refuse)
+    monkeypatch.setattr(imagefolder, "decode_file", refuse)
     forget_validated_entries(monkeypatch)  # as a new process would
     source = resolve(folder, cache)
     for split, truth in (("trainval", folder.train), ("test", folder.test)):
@@ -461,7 +491,7 @@ class Interrupted(Exception):
 
 @pytest.mark.parametrize("during", ["decode", "array writes"])
 def test_interrupted_build_leaves_no_trusted_cache(folder, cache, monkeypatch, during):
-    real_decode, real_save = data._decode_file, data._atomic_save
+    real_decode, real_save = imagefolder.decode_file, array_cache._save_array
     calls = []
 
     def interrupt_on_second(real):
@@ -473,16 +503,16 @@ def test_interrupted_build_leaves_no_trusted_cache(folder, cache, monkeypatch, d
         return wrapped
 
     if during == "decode":
-        monkeypatch.setattr(data, "_decode_file", interrupt_on_second(real_decode))
+        monkeypatch.setattr(imagefolder, "decode_file", interrupt_on_second(real_decode))
     else:
-        monkeypatch.setattr(data, "_atomic_save", interrupt_on_second(real_save))
+        monkeypatch.setattr(array_cache, "_save_array", interrupt_on_second(real_save))
     with pytest.raises(Interrupted):
         resolve(folder, cache)
     for entry in cache_entries(cache):
         assert not (entry / "meta.json").exists()
         assert not [p for p in entry.iterdir() if p.name.startswith(".")], "temporary file left"
-    monkeypatch.setattr(data, "_decode_file", real_decode)
-    monkeypatch.setattr(data, "_atomic_save", real_save)
+    monkeypatch.setattr(imagefolder, "decode_file", real_decode)
+    monkeypatch.setattr(array_cache, "_save_array", real_save)
     ds = load(resolve(folder, cache), "trainval", folder, cache)
     np.testing.assert_array_equal(ds.images, folder.train.images)
 
@@ -513,7 +543,7 @@ def test_source_resolved_before_a_change_is_refused_in_a_new_process(folder, cac
 
 
 def test_progress_is_the_only_output(folder, cache, capsys, monkeypatch):
-    monkeypatch.setattr(data, "PROGRESS_EVERY", 50)
+    monkeypatch.setattr(imagefolder, "PROGRESS_EVERY", 50)
     total = len(folder.train.labels) + len(folder.test.labels)
     messages = []
     resolve(folder, cache, progress=messages.append)
@@ -569,9 +599,7 @@ def test_module_imports_no_framework():
                            "(the first run decodes and caches it)")
 def test_real_data():
     source = data.resolve_source(os.environ["TWINBENCH_DATA"])
-    if source.kind == "imagefolder":
-        assert (source.name == data.NAME_JPEG) == (source.digest == data.CIFAR10_JPEG_DIGEST)
-    else:
+    if source.kind == "canonical":  # it passed the release's md5s: the real data's threshold key
         assert source.name == data.NAME_CANONICAL
     sizes = {"trainval": 50_000, "train": 45_000, "val": 5_000, "test": 10_000}
     splits = {split: data.load_split(source, split) for split in sizes}
@@ -581,3 +609,12 @@ def test_real_data():
                                       err_msg=f"{split} class balance")
     mean = splits["trainval"].images.reshape(-1, 3).mean(axis=0) / 255
     np.testing.assert_allclose(mean, TRAIN_CHANNEL_MEAN, atol=CHANNEL_MEAN_TOLERANCE)
+    if source.kind == "imagefolder":
+        if not all(shutil.which(t) for t in SHELL_TOOLS):
+            pytest.skip("content and threshold-key checks need find, sort, xargs and sha256sum")
+        # The digest by the shell, not by the code under test; the key follows the published
+        # digest: the JPEG copy gets its accuracy gates, any other folder none.
+        digest = shell_digest(source.path, WIDENED_DIGEST_FORMULA)
+        assert source.digest == digest
+        expected = data.NAME_JPEG if digest == PUBLISHED_JPEG_DIGEST else data.NAME_UNKNOWN_FOLDER
+        assert source.name == expected

@@ -235,43 +235,22 @@ def _file_name(row: dict) -> str:
     return f"{stem}-{uuid.uuid4().hex}.json"
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Make the rename itself durable (POSIX); platforms without O_DIRECTORY skip this step."""
-    if not hasattr(os, "O_DIRECTORY"):
-        return
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def write_row(results_dir, row: dict) -> Path:
     """Validate `row` and write it atomically to a new uniquely named file in `results_dir`.
 
-    The data goes to a hidden `.<name>.tmp` file in the same directory (so the rename cannot
-    cross file systems), is fsync'ed, then renamed to `<name>.json`. Readers only look at
-    `*.json`, so they never see a partial row.
+    twinbench.atomic writes it to a hidden `.<name>.<pid>.<random>.tmp` file in the same
+    directory, fsyncs it and renames it to `<name>.json`. Readers only look at `*.json`, so
+    they never see a partial row.
     """
+    from twinbench.atomic import write_bytes
+
     validate_row(row)
     # allow_nan=False: NaN/Infinity are not JSON, and other tools would refuse the file.
     text = json.dumps(row, indent=1, sort_keys=True, allow_nan=False) + "\n"
     directory = Path(results_dir)
     directory.mkdir(parents=True, exist_ok=True)
     final = directory / _file_name(row)
-    fd, tmp_name = tempfile.mkstemp(dir=directory, prefix=f".{final.stem}.", suffix=".tmp")
-    tmp = Path(tmp_name)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, final)
-    except BaseException:
-        # Leave nothing behind on failure (including KeyboardInterrupt), then re-raise.
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(directory)
+    write_bytes(final, text.encode("utf-8"))
     return final
 
 
