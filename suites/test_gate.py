@@ -303,3 +303,54 @@ def test_gate_rejects_a_malformed_baseline(tmp_path, capsys):
     broken.write_text('{"schema": "twinbench.result/1", "images_per_s": [1000.0, 99')
     code, out, err = run_cli(capsys, "gate", "--baseline", base, "--current", cur)
     assert code == EXIT_INPUT_ERROR and str(broken) in err and out == ""
+
+
+# --------------------------------------------------------------------------------------
+# the injected slowdown (twinbench/slowdown.py)
+# --------------------------------------------------------------------------------------
+
+class FakeClock:
+    """perf_counter for slowdown.py: advances by `tick` per reading and by a step's time."""
+
+    def __init__(self, tick=1e-6):
+        self.now, self.tick = 0.0, tick
+
+    def perf_counter(self):
+        self.now += self.tick
+        return self.now
+
+
+def test_injected_slowdown_adds_the_fraction_of_the_calibrated_step(monkeypatch):
+    from twinbench import bench, slowdown
+
+    clock = FakeClock()
+    monkeypatch.setattr(slowdown.time, "perf_counter", clock.perf_counter)
+    step_s = 0.002
+
+    def run():
+        clock.now += step_s
+        return "loss"
+    step = bench.Step(run=run, sync=lambda: None, info={"optimizer": "sgd"})
+    slowed = slowdown.from_env(step, {slowdown.ENV: "0.25"})
+    with pytest.raises(RuntimeError, match="prepared"):
+        slowed.run()
+    slowed.prepare()
+    record = slowed.info["injected_slowdown"]
+    assert record["calibrated_step_s"] == pytest.approx(step_s, rel=0.01)
+    assert record["delay_s"] == pytest.approx(0.25 * step_s, rel=0.01)
+    start = clock.now
+    for _ in range(10):
+        assert slowed.run() == "loss"
+    assert (clock.now - start) / 10 == pytest.approx(1.25 * step_s, rel=0.01)
+    assert slowed.info["optimizer"] == "sgd" and "injected_slowdown" not in step.info
+
+
+def test_injected_slowdown_switch_is_off_unless_asked_and_rejects_typos():
+    from twinbench import slowdown
+
+    step = object()
+    assert slowdown.from_env(step, {}) is step
+    assert slowdown.from_env(step, {slowdown.ENV: "0"}) is step
+    for bad in ("20%", "-0.1", "50"):
+        with pytest.raises(ValueError, match=slowdown.ENV):
+            slowdown.fraction_from_env({slowdown.ENV: bad})
