@@ -6,10 +6,12 @@ No framework is needed: rows are synthetic, from fixed seeds.
 """
 from __future__ import annotations
 
+import importlib.util
 import itertools
 import json
 import math
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -354,3 +356,41 @@ def test_injected_slowdown_switch_is_off_unless_asked_and_rejects_typos():
     for bad in ("20%", "-0.1", "50"):
         with pytest.raises(ValueError, match=slowdown.ENV):
             slowdown.fraction_from_env({slowdown.ENV: bad})
+
+
+# --------------------------------------------------------------------------------------
+# scripts/gate_calibration.py on tiny fake inputs (the real runs take hours: the lead's job)
+# --------------------------------------------------------------------------------------
+
+def _calibration_script():
+    spec = importlib.util.spec_from_file_location(
+        "gate_calibration", Path(__file__).resolve().parents[1] / "scripts" / "gate_calibration.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_calibration_script_counts_false_alarms_and_detections(tmp_path, capsys):
+    script = _calibration_script()
+    machine = fake_machine()
+    for seed, (kind, count, slowdown) in enumerate((("baseline", BASELINE_RUNS, 0.0),
+                                                    ("plain", 2 * CURRENT_RUNS, 0.0),
+                                                    ("slow", 2 * CURRENT_RUNS, 0.2))):
+        for i in range(count):
+            write_runs(tmp_path / kind / f"{i:03d}", machine, 100 * seed + i, runs=1,
+                       slowdown=slowdown, side=kind)
+    assert script.main(["analyze", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"A/A: 0 of 2 false alarms (exit 1); 0 cannot resolve; {BASELINE_RUNS} baseline and " \
+           f"{CURRENT_RUNS} current runs per decision" in out, out
+    assert "slowed: 2 of 2 detections (exit 1)" in out, out
+
+
+def test_calibration_script_dry_run_lists_the_runs_it_would_make(tmp_path, capsys):
+    script = _calibration_script()
+    assert script.main(["measure", "--out", str(tmp_path), "--baseline", "2", "--decisions", "1",
+                        "--current", "2", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("6 quick run(s) to go")
+    assert out.count("--results=") == 6 and out.count("[slowed]") == 2
+    assert "-m benchmark --quick --device cpu" in out
