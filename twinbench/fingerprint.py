@@ -15,7 +15,7 @@ matmul ceiling as a behavioural check; rows written before the CPU details exist
 compared on what they carry, and `comparison_basis` says so.
 
 torch and TensorFlow are never imported here: importing TensorFlow before torch crashes the
-process (../shared/FACTS.md). They are queried only when the caller has already imported them.
+process (docs/methodology.md#import-order). They are queried only when the caller has already imported them.
 """
 from __future__ import annotations
 

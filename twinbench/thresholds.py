@@ -1,11 +1,12 @@
 """Accuracy gates, one table keyed by data source, and the statistics behind them.
 
 Canonical CIFAR-10: the published programs report 71% (TensorFlow, keras_cnn_adam) and
-63.67% (torch, lenet_sgd); the gates are the brief's 70% and 60%.
-The JPEG copy (../shared/datasets/cifar10-jpeg): pixels re-encoded at about quality 75, so
-the same recipes land a few points lower. Its README gives the independent runs (keras_cnn_adam
-65.1-66.5% in TensorFlow and 66.8-68.9% in torch; lenet_sgd 59.6-62.2%) and derives the gates
-as about three standard deviations under the measured means: 63% and 58%.
+63.67% (torch, lenet_sgd); the project's gates are 70% and 60%.
+The JPEG copy of the data set (docs/methodology.md#data): pixels re-encoded at about quality
+75, so the same recipes land a few points lower. Independent runs (keras_cnn_adam 65.1-66.5% in
+TensorFlow and 66.8-68.9% in torch; lenet_sgd 59.6-62.2%) put the gates about three standard
+deviations under the measured means: 63% and 58% (docs/methodology.md#accuracy-gates).
+The gate itself is a lower confidence bound of the mean (accuracy_gate, below).
 An unknown source has no threshold: never a silent default.
 """
 from __future__ import annotations
@@ -64,7 +65,7 @@ def summarize(accuracies: list[float], threshold: float | None = None, *,
 
 # -- the fair-comparison matrix ---------------------------------------------------------------
 # Seed-to-seed standard deviation of one recipe's final-epoch accuracy, from the independent
-# runs in ../shared/datasets/cifar10-jpeg/README.md and FACTS.md: keras_cnn_adam in TensorFlow
+# runs on the JPEG copy (docs/methodology.md#seed-spread): keras_cnn_adam in TensorFlow
 # 66.5/65.1/66.0 (std 0.71 points), in torch 68.9/66.8/68.6/66.8 (1.14), lenet_sgd in torch
 # 60.4/60.6/62.2/59.6/61.1/60.7 (0.85). We take the largest, rounded up: 1.2 points.
 SEED_STD = 0.012
