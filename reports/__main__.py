@@ -1,6 +1,7 @@
 """Command line: `python -m reports render|compare|gate ...`.
 
-Exit codes: 0 ok, 1 gate failure (a regression), 2 usage or data error.
+Exit codes: 0 ok, 1 gate failure (a regression), 2 usage or data error, 3 the gate cannot
+resolve (too few runs, a configuration or family missing, intermittent OOM; reports/gate.py).
 """
 from __future__ import annotations
 
@@ -58,50 +59,16 @@ def cmd_compare(args) -> int:
 
 
 def cmd_gate(args) -> int:
-    from reports.gate import GateInputError, run_gate
+    from reports.gate import command
 
-    # The gate rejects malformed files instead of skipping them: a silently dropped baseline
-    # row would turn a regression into "only in current".
-    baseline = read_rows([args.baseline], on_error="raise")
-    current = read_rows([args.current], on_error="raise")
-    for side, rows, source in (("baseline", baseline, args.baseline), ("current", current, args.current)):
-        if not any(r["kind"] == "throughput" for r in rows):
-            _stderr(f"error: {side} {source} has no throughput rows")
-            return EXIT_ERROR
-    if any(r["machine"].get("sample") for r in baseline + current):
-        _stderr("warning: some rows are sample fixtures (machine.sample = true), not measurements")
-    try:
-        result = run_gate(baseline, current, floor=args.floor, k=args.k,
-                          allow_different_hardware=args.allow_different_hardware)
-    except GateInputError as exc:
-        _stderr(f"error: {exc}")
-        return EXIT_ERROR
-    print(result.table.markdown())
-    print(f"\n{result.compared} configuration(s) compared, {result.regressions} regression(s); "
-          f"{result.only_baseline} only in baseline, {result.only_current} only in current "
-          f"(listed, not failed). Allowed drop = max(floor {args.floor:g}, "
-          f"k {args.k:g} x combined standard error of the medians).")
-    return EXIT_REGRESSION if result.regressions else EXIT_OK
-
-
-def _fraction(text: str) -> float:
-    value = float(text)
-    if not 0 <= value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a fraction in [0, 1)")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} is negative")
-    return value
+    return command(args, _stderr)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m reports", description="Render, compare and gate twinbench result rows.",
-        epilog="exit codes: 0 ok, 1 regression (gate), 2 usage or data error")
+        epilog="exit codes: 0 ok, 1 regression (gate), 2 usage or data error, "
+               "3 gate cannot resolve")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     render = sub.add_parser("render", help="write report.md, report.html and PNG plots",
@@ -123,18 +90,13 @@ def build_parser() -> argparse.ArgumentParser:
     compare.set_defaults(func=cmd_compare)
 
     gate = sub.add_parser("gate", help="fail (exit 1) on a throughput regression",
-                          description="Compare current against baseline per configuration. "
-                                      "A configuration regresses when its median drops by more "
-                                      "than max(floor, k * sqrt(se_b^2 + se_c^2)), se = relative "
-                                      "standard error of the median from 1.4826*MAD/median.")
-    gate.add_argument("--baseline", required=True, help="baseline results file or directory")
-    gate.add_argument("--current", required=True, help="current results file or directory")
-    gate.add_argument("--allow-different-hardware", action="store_true",
-                      help="compare even when the machine ids differ")
-    gate.add_argument("--floor", type=_fraction, default=0.05,
-                      help="smallest relative drop that can fail (default: %(default)s)")
-    gate.add_argument("--k", type=_non_negative, default=3.0,
-                      help="standard errors of noise tolerated (default: %(default)s)")
+                          description="Compare current runs against baseline runs per "
+                                      "configuration: exact Mann-Whitney on run medians, Holm "
+                                      "over the configurations, a practical threshold per device "
+                                      "class (reports/gate.py). Exit 0 pass, 1 regression, "
+                                      "2 cannot compare, 3 cannot resolve.")
+    from reports.gate import add_arguments
+    add_arguments(gate)
     gate.set_defaults(func=cmd_gate)
     return parser
 

@@ -3,15 +3,18 @@
 A configuration is what a throughput number depends on besides the machine: framework,
 architecture, device, mode, phase, batch size and precision policy (TF32 or autocast change
 GPU numbers severalfold, so they must never be pooled with plain fp32). Several rows of the
-same configuration on the same machine (several runs in one results directory) are pooled:
-their rounds together describe that configuration better than any single run.
+same configuration on the same machine (several runs in one results directory) are kept apart
+by their run id: rounds inside one run share that run's clocks, thermals and neighbours, so
+the rounds of several runs are NOT independent draws, and a run's median is one replicate
+(docs/methodology.md#regression-gate). A configuration's figure is the median of its run
+medians; `rounds` keeps every round only for displays of the spread inside runs.
 """
 from __future__ import annotations
 
 import statistics
 from dataclasses import dataclass, field
 
-from twinbench.fingerprint import hardware_label
+from twinbench.fingerprint import host_label
 
 # Orders used for sorting, so tables read in a stable, meaningful order.
 _MODE_ORDER = {"eager": 0, "compiled": 1, "xla": 2, "cuda_graph": 3}
@@ -67,14 +70,23 @@ class Measurement:
     flop_per_image: float | None = None
     ceilings: list[float] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    runs: dict[str, list[float]] = field(default_factory=dict)   # run id -> its ok rounds
+    run_status: dict[str, str] = field(default_factory=dict)     # run id -> ok | oom | error
+    injected_slowdown: float | None = None   # test switch (twinbench/slowdown.py), never real
 
     @property
     def ok(self) -> bool:
         return self.status == "ok" and bool(self.rounds)
 
     @property
+    def run_medians(self) -> list[float]:
+        """One figure per run that measured this configuration (its median round)."""
+        return [statistics.median(r) for r in self.runs.values() if r]
+
+    @property
     def median(self) -> float | None:
-        return statistics.median(self.rounds) if self.ok else None
+        """The median of the run medians (with one run, simply that run's median)."""
+        return statistics.median(self.run_medians) if self.ok else None
 
     @property
     def flops_per_s(self) -> float | None:
@@ -105,7 +117,7 @@ def machine_labels(rows: list[dict]) -> dict[str, str]:
     """Machine id -> hardware label, made unique if two different machines share a label."""
     labels: dict[str, str] = {}
     for mid, group in by_machine(rows).items():
-        labels[mid] = hardware_label(group[0]["machine"])
+        labels[mid] = host_label(group[0]["machine"])
     counts = {label: list(labels.values()).count(label) for label in labels.values()}
     return {mid: (f"{label} [{mid[:6]}]" if counts[label] > 1 else label)
             for mid, label in labels.items()}
@@ -127,10 +139,18 @@ def measurements(rows: list[dict]) -> dict[Config, Measurement]:
         m.flop_per_image = row["flop_per_image"]
         if row["ceiling_flops_per_s"] is not None:
             m.ceilings.append(row["ceiling_flops_per_s"])
+        injected = (row.get("injected_slowdown") or {}).get("fraction")
+        if injected:
+            m.injected_slowdown = injected
+        run = row["run_id"]
+        before = m.run_status.get(run)
+        # Within one run a success wins over a failure of the same configuration (a retry).
+        m.run_status[run] = "ok" if "ok" in (before, row["status"]) else before or row["status"]
         if row["status"] == "ok":
             if m.status != "ok":
                 m.status, m.rounds = "ok", []
             m.rounds.extend(row["images_per_s"])
+            m.runs.setdefault(run, []).extend(row["images_per_s"])
         else:
             if row["error"]:
                 m.errors.append(row["error"])

@@ -5,6 +5,8 @@ here is median-based: one slow round moves neither the centre nor the spread muc
 """
 from __future__ import annotations
 
+import functools
+import itertools
 import math
 import statistics
 
@@ -40,3 +42,97 @@ def iqr_percent(values) -> float | None:
         return None
     q1, _, q3 = statistics.quantiles(values, n=4, method="inclusive")
     return 100.0 * (q3 - q1) / statistics.median(values)
+
+
+# -- run-level tests (the regression gate) ---------------------------------------------------
+# A run's median is one replicate: rounds inside one run share the run's clocks, thermals and
+# neighbours, so they say nothing about the drift between runs (docs/methodology.md#regression-gate).
+
+def log_spread(values) -> float | None:
+    """Sample standard deviation (ddof=1) of log(values): the relative spread between runs.
+    None with fewer than two values."""
+    if len(values) < 2:
+        return None
+    return statistics.stdev(math.log(v) for v in values)
+
+
+@functools.lru_cache(maxsize=None)
+def _u_null_counts(m: int, n: int) -> tuple[int, ...]:
+    """counts[u] = number of the C(m+n, n) equally likely orderings of m baseline and n current
+    values (no ties) in which exactly u (baseline, current) pairs have current > baseline."""
+    if m == 0 or n == 0:
+        return (1,)
+    # The largest value is either a current one (it beats all m baseline values) or a
+    # baseline one (it beats no current value): the Mann-Whitney recursion.
+    with_current = _u_null_counts(m, n - 1)
+    with_baseline = _u_null_counts(m - 1, n)
+    counts = [0] * (m * n + 1)
+    for u, c in enumerate(with_current):
+        counts[u + m] += c
+    for u, c in enumerate(with_baseline):
+        counts[u] += c
+    return tuple(counts)
+
+
+def mann_whitney_u(baseline, current) -> float:
+    """U = number of (baseline, current) pairs with current > baseline (ties count one half).
+    Small U: the current values sit below the baseline ones (slower)."""
+    return sum(1.0 if c > b else 0.5 if c == b else 0.0 for b in baseline for c in current)
+
+
+def slower_p_value(baseline, current) -> float:
+    """Exact one-sided Mann-Whitney p-value for "current is slower than baseline".
+
+    Valid for any continuous distribution of the run figures (only exchangeability under the
+    null is assumed): under "no change" every split of the m + n runs into baseline and current
+    is equally likely. With ties the exact distribution of U over all splits is enumerated
+    (ties between run medians of a continuous timing are rare)."""
+    m, n = len(baseline), len(current)
+    if m == 0 or n == 0:
+        raise ValueError("both sides need at least one run")
+    u = mann_whitney_u(baseline, current)
+    pooled = [*baseline, *current]
+    if len(set(pooled)) == len(pooled):
+        counts = _u_null_counts(m, n)
+        return sum(counts[: int(u) + 1]) / math.comb(m + n, n)
+    total = hits = 0
+    for chosen in itertools.combinations(range(m + n), n):
+        picked = set(chosen)
+        cur = [pooled[i] for i in chosen]
+        base = [pooled[i] for i in range(m + n) if i not in picked]
+        total += 1
+        hits += mann_whitney_u(base, cur) <= u
+    return hits / total
+
+
+def smallest_p_value(m: int, n: int) -> float:
+    """The smallest p-value m baseline and n current runs can give: every current run below
+    every baseline run, one split out of C(m+n, n)."""
+    return 1 / math.comb(m + n, n)
+
+
+def critical_u(m: int, n: int, level: float) -> int | None:
+    """The largest U whose exact one-sided p-value is <= level; None when even U = 0 is not."""
+    counts = _u_null_counts(m, n)
+    total = math.comb(m + n, n)
+    cumulative, best = 0, None
+    for u, c in enumerate(counts):
+        cumulative += c
+        if cumulative / total > level:
+            break
+        best = u
+    return best
+
+
+def holm(p_values: dict, alpha: float) -> dict:
+    """Holm's step-down correction: key -> rejected, with family-wise error rate <= alpha
+    whatever the dependence between the tests. The i-th smallest p (0-based) of k is compared
+    with alpha / (k - i); the first one that fails stops the rejections."""
+    ordered = sorted(p_values, key=p_values.get)
+    rejected = dict.fromkeys(p_values, False)
+    k = len(ordered)
+    for i, key in enumerate(ordered):
+        if p_values[key] > alpha / (k - i):
+            break
+        rejected[key] = True
+    return rejected

@@ -7,10 +7,8 @@ code; one test runs the real `python -m reports` entry point.
 from __future__ import annotations
 
 import json
-import math
 import multiprocessing
 import os
-import random
 import shutil
 import signal
 import socket
@@ -23,7 +21,6 @@ import pytest
 
 from reports.__main__ import main
 from reports.compare import framework_ratio_table, machine_results, resolve_base, speedup_table
-from reports.gate import MIN_ROUNDS, gate_decision
 from twinbench.fingerprint import hardware_id, hardware_label, machine_fingerprint
 from twinbench.results import (SCHEMA, ResultError, check_writable, new_run_id, read_rows,
                                validate_row, write_row)
@@ -33,8 +30,9 @@ SAMPLES = ROOT / "fixtures" / "results"
 CPU_SAMPLE = SAMPLES / "cpu-epyc-2core"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-# Gate self-tests: rounds per configuration and their noise. 5% CV is the low end of what
-# FACTS.md measured between timed blocks on the H100 (4.7-7.7%).
+# Synthetic rounds per configuration and their noise (also used by suites/test_gate.py). 5% CV
+# is the low end of what was measured between timed blocks on the H100, 4.7-7.7%
+# (docs/methodology.md#gpu).
 ROUNDS = 20
 NOISE_CV = 0.05
 
@@ -81,14 +79,6 @@ GATE_CONFIGS = [
     (dict(framework="tf", arch="lenet", mode="eager", batch_size=4), 450.0),
     (dict(framework="torch", arch="lenet", phase="infer", batch_size=256), 15000.0),
 ]
-
-
-def write_matrix(directory, machine, seed, *, slowdown=0.0, n=ROUNDS):
-    rng = random.Random(seed)
-    for config, median in GATE_CONFIGS:
-        rounds = noisy_rounds(rng, median * (1 - slowdown), n=n)
-        write_row(directory, throughput_row(machine, rounds, **config))
-    return directory
 
 
 def run_cli(capsys, *argv):
@@ -168,100 +158,7 @@ def test_render_shows_oom_rows(tmp_path, capsys):
     assert len(oom) == 1 and "OOM" in [cell.strip() for cell in oom[0].split("|")]
 
 
-# --------------------------------------------------------------------------------------
-# gate: the pure decision
-# --------------------------------------------------------------------------------------
-
-def test_gate_decision_floor_applies_when_rounds_do_not_vary():
-    assert not gate_decision([100.0] * 3, [96.0] * 3).regression   # -4% is inside the 5% floor
-    assert gate_decision([100.0] * 3, [94.0] * 3).regression       # -6% is not
-    assert not gate_decision([100.0] * 3, [94.0] * 3, floor=0.07).regression
-
-
-def test_gate_decision_uses_standard_error_of_the_medians():
-    rounds = [90.0, 100.0, 110.0]              # median 100, MAD 10
-    s = 1.4826 * 10 / 100                      # robust CV of one round
-    se = math.sqrt(math.pi / 2) * s / math.sqrt(3)
-    d = gate_decision(rounds, [r * 0.6 for r in rounds], k=3)
-    assert d.combined_se == pytest.approx(math.sqrt(2) * se)
-    assert d.allowed_drop == pytest.approx(3 * math.sqrt(2) * se)   # 45.5%: 3 noisy rounds
-    assert d.change == pytest.approx(-0.4) and not d.regression
-    assert gate_decision(rounds, [r * 0.5 for r in rounds], k=3).regression
-
-
-def test_gate_decision_refuses_too_few_rounds():
-    with pytest.raises(ValueError, match=f"at least {MIN_ROUNDS}"):
-        gate_decision([100.0, 101.0], [100.0, 99.0, 98.0])
-
-
-# --------------------------------------------------------------------------------------
-# gate: self-tests through the CLI, on synthetic noisy rows
-# --------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("seed", [1, 2, 3, 4, 5])
-def test_gate_passes_two_draws_of_the_same_distribution(tmp_path, capsys, seed):
-    machine = fake_machine()
-    base = write_matrix(tmp_path / "base", machine, seed)
-    cur = write_matrix(tmp_path / "cur", machine, seed + 1000)
-    code, out, err = run_cli(capsys, "gate", "--baseline", base, "--current", cur)
-    assert code == 0, out + err
-    assert out.count("| ok") == len(GATE_CONFIGS)
-
-
-@pytest.mark.parametrize("seed", [1, 2, 3])
-def test_gate_fails_a_20_percent_slowdown(tmp_path, capsys, seed):
-    machine = fake_machine()
-    base = write_matrix(tmp_path / "base", machine, seed)
-    cur = write_matrix(tmp_path / "cur", machine, seed + 1000, slowdown=0.20)
-    code, out, _ = run_cli(capsys, "gate", "--baseline", base, "--current", cur)
-    assert code == 1
-    assert out.count("REGRESSION") == len(GATE_CONFIGS)
-
-
-def test_gate_refuses_different_hardware_unless_allowed(tmp_path, capsys):
-    epyc = fake_machine()
-    h100 = fake_machine(cpu_model="Intel Xeon Platinum 8480+", cores=16, gpus=["NVIDIA H100 80GB HBM3"])
-    base = write_matrix(tmp_path / "base", epyc, 1)
-    cur = write_matrix(tmp_path / "cur", h100, 2)
-    code, _, err = run_cli(capsys, "gate", "--baseline", base, "--current", cur)
-    assert code == 2
-    assert "AMD EPYC 7B13 (2 cores) / no GPU" in err and "NVIDIA H100 80GB HBM3" in err
-    code, _, err = run_cli(capsys, "gate", "--baseline", base, "--current", cur,
-                           "--allow-different-hardware")
-    assert code == 0, err
-
-
-def test_gate_rejects_a_malformed_baseline(tmp_path, capsys):
-    machine = fake_machine()
-    base = write_matrix(tmp_path / "base", machine, 1)
-    cur = write_matrix(tmp_path / "cur", machine, 2)
-    broken = base / "truncated.json"
-    broken.write_text('{"schema": "twinbench.result/1", "images_per_s": [1000.0, 99')
-    code, out, err = run_cli(capsys, "gate", "--baseline", base, "--current", cur)
-    assert code == 2 and str(broken) in err and out == ""
-
-
-def test_gate_refuses_a_baseline_with_too_few_rounds(tmp_path, capsys):
-    machine = fake_machine()
-    base = write_matrix(tmp_path / "base", machine, 1, n=2)
-    cur = write_matrix(tmp_path / "cur", machine, 2)
-    code, _, err = run_cli(capsys, "gate", "--baseline", base, "--current", cur)
-    assert code == 2 and "fewer than 3 rounds" in err and "baseline 2" in err
-
-
-def test_gate_lists_one_sided_configurations_and_fails_new_ooms(tmp_path, capsys):
-    machine = fake_machine()
-    rng = random.Random(7)
-    base, cur = tmp_path / "base", tmp_path / "cur"
-    write_row(base, throughput_row(machine, noisy_rounds(rng, 800.0), batch_size=32))
-    write_row(base, throughput_row(machine, noisy_rounds(rng, 900.0), batch_size=64))
-    write_row(cur, throughput_row(machine, noisy_rounds(rng, 800.0), batch_size=32))
-    write_row(cur, throughput_row(machine, noisy_rounds(rng, 950.0), batch_size=128))
-    code, out, _ = run_cli(capsys, "gate", "--baseline", base, "--current", cur)
-    assert code == 0 and "only in baseline" in out and "only in current" in out
-    write_row(cur, throughput_row(machine, [], batch_size=64, status="oom"))
-    code, out, _ = run_cli(capsys, "gate", "--baseline", base, "--current", cur)
-    assert code == 1 and "REGRESSION (now OOM)" in out
+# The gate's tests are in suites/test_gate.py (they use the row builders above).
 
 
 # --------------------------------------------------------------------------------------

@@ -62,7 +62,7 @@ from typing import Any, Callable
 import numpy as np
 
 import models
-from twinbench import imports
+from twinbench import imports, slowdown
 from twinbench.recipes import RECIPES
 
 # --------------------------------------------------------------------------------------
@@ -576,6 +576,8 @@ def run_case(case: Case, adapter, *, timer, protocol: Protocol, write: Callable[
     failure = None
     try:
         step = step_factory(adapter, arch, case.mode, case.phase, case.batch_size, seed)
+        # Test switch TWINBENCH_INJECT_SLOWDOWN (twinbench/slowdown.py): recorded in the row.
+        step = slowdown.from_env(step)
         row["compile_s"] = first_call_s(step)
         step_s = estimate_step_s(step)
         iterations = protocol.iterations(step_s)

@@ -1,0 +1,396 @@
+"""The throughput regression gate (reports/gate.py, reports/stats.py): its rank test, its
+decision rule on simulated runs with a known drift between runs (false-alarm rate and power
+within their sampling error), and its outcomes and exit codes through the CLI.
+
+No framework is needed: rows are synthetic, from fixed seeds.
+"""
+from __future__ import annotations
+
+import importlib.util
+import itertools
+import json
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from reports import stats
+from reports.gate import (BASELINE_RUNS, CURRENT_RUNS, EXIT_CANNOT_RESOLVE, EXIT_INPUT_ERROR,
+                          EXIT_PASS, EXIT_REGRESSION, FAMILY_ALPHA, POWER, PRACTICAL_THRESHOLD,
+                          REGRESSION, allowed_drop, compare_runs, decide)
+from reports.load import Config
+from test_reports import GATE_CONFIGS, fake_machine, noisy_rounds, run_cli, throughput_row
+from twinbench.results import write_row
+
+# Synthetic runs: each run's level drifts lognormally by RUN_DRIFT around the configuration's
+# median (the noise a CI job sees between runs), and its rounds vary by ROUND_CV inside it.
+RUN_DRIFT = 0.04
+ROUND_CV = 0.03
+ROUNDS = 7
+
+
+def write_runs(directory, machine, seed, *, runs, slowdown=0.0, drift=RUN_DRIFT,
+               configs=GATE_CONFIGS, side="run"):
+    rng = random.Random(seed)
+    for r in range(runs):
+        for config, median in configs:
+            level = median * rng.lognormvariate(0.0, drift) * (1 - slowdown)
+            write_row(directory, throughput_row(machine, noisy_rounds(rng, level, n=ROUNDS,
+                                                                      cv=ROUND_CV),
+                                                run_id=f"{side}-{seed}-{r}", **config))
+    return directory
+
+
+def gate_dirs(tmp_path, *, base_runs=BASELINE_RUNS, cur_runs=CURRENT_RUNS, slowdown=0.0,
+              drift=RUN_DRIFT, seed=1, machine=None, cur_machine=None):
+    machine = machine or fake_machine()
+    base = write_runs(tmp_path / "base", machine, seed, runs=base_runs, drift=drift, side="base")
+    cur = write_runs(tmp_path / "cur", cur_machine or machine, seed + 1000, runs=cur_runs,
+                     slowdown=slowdown, drift=drift, side="cur")
+    return base, cur
+
+
+# --------------------------------------------------------------------------------------
+# the rank test
+# --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("m,n", [(3, 2), (4, 3), (5, 1)])
+def test_exact_p_value_matches_enumeration_of_every_split(m, n):
+    rng = random.Random(m * 10 + n)
+    values = [rng.random() for _ in range(m + n)]
+    base, cur = values[:m], values[m:]
+    observed = stats.mann_whitney_u(base, cur)
+    splits = list(itertools.combinations(range(m + n), n))
+    as_extreme = sum(
+        stats.mann_whitney_u([values[i] for i in range(m + n) if i not in s],
+                             [values[i] for i in s]) <= observed for s in splits)
+    assert stats.slower_p_value(base, cur) == pytest.approx(as_extreme / len(splits))
+
+
+def test_p_value_with_ties_and_extremes():
+    assert stats.slower_p_value([5.0, 6.0, 7.0], [1.0, 2.0]) == pytest.approx(1 / math.comb(5, 2))
+    assert stats.slower_p_value([1.0, 2.0], [5.0, 6.0, 7.0]) == 1.0
+    tied = stats.slower_p_value([1.0, 2.0, 2.0], [2.0, 0.5])   # enumerated with ties
+    assert 0 < tied < 1
+
+
+def test_critical_u_and_smallest_p_value():
+    assert stats.smallest_p_value(8, 3) == pytest.approx(1 / 165)
+    assert stats.critical_u(5, 3, 0.05 / 8) is None          # 1/56 cannot reach 0.00625
+    assert stats.critical_u(10, 4, 0.05 / 8) == 2             # P(U <= 2) = 4/1001
+    assert stats.critical_u(10, 4, 0.004) == 2 and stats.critical_u(10, 4, 0.0039) == 1
+
+
+def test_holm_steps_down_and_stops_at_the_first_failure():
+    p = {"a": 0.001, "b": 0.02, "c": 0.03, "d": 0.5}
+    assert stats.holm(p, 0.05) == {"a": True, "b": False, "c": False, "d": False}  # 0.02 > 0.05/3
+    assert stats.holm({"a": 0.01, "b": 0.02}, 0.05) == {"a": True, "b": True}      # 0.02 <= 0.05/1
+
+
+def test_allowed_drop_grows_with_spread_and_shrinks_with_runs():
+    level = FAMILY_ALPHA / 8
+    assert allowed_drop(5, 3, level, 0.04, 0.05) is None      # no p-value reaches the level
+    narrow, wide = allowed_drop(10, 4, level, 0.02, 0.05), allowed_drop(10, 4, level, 0.08, 0.05)
+    assert 0.05 <= narrow < wide
+    assert allowed_drop(16, 6, level, 0.08, 0.05) < wide
+
+
+# --------------------------------------------------------------------------------------
+# the decision rule on simulated runs with a known drift
+# --------------------------------------------------------------------------------------
+SIM_CONFIGS = [Config("torch", "keras_cnn", "cpu", "eager", phase, b, "fp32")
+               for phase in ("train", "infer") for b in (32, 64, 128, 256)]   # 8, as --quick
+SIM_CI_RUNS = 300      # simulated CI runs per scenario: sampling error of a 3% rate about 1%
+
+
+def simulate_decisions(rng, *, ci_runs, drift, slowdown, heavy_tails=False):
+    """Verdicts of `ci_runs` simulated gate runs over SIM_CONFIGS: run medians lognormal
+    with `drift` (or, heavy_tails, with Student-t(3) noise scaled to the same spread)."""
+    m, n = BASELINE_RUNS, CURRENT_RUNS
+
+    def draw(size):
+        if heavy_tails:
+            return drift * rng.standard_t(3, size) / math.sqrt(3.0)
+        return drift * rng.standard_normal(size)
+    results = []
+    for _ in range(ci_runs):
+        compared = {c: compare_runs(np.exp(draw(m)), np.exp(draw(n)) * (1 - slowdown))
+                    for c in SIM_CONFIGS}
+        results.append(decide(compared, alpha=FAMILY_ALPHA, thresholds={"cpu": 0.0001}))
+    return results
+
+
+def family_size() -> float:
+    """Exact chance that Holm rejects anything when no configuration changed: the smallest
+    of 8 independent p-values must reach alpha / 8, and a p-value reaches it with the exact
+    probability P0(U <= critical u) (discrete, so below alpha / 8)."""
+    k = len(SIM_CONFIGS)
+    u_crit = stats.critical_u(BASELINE_RUNS, CURRENT_RUNS, FAMILY_ALPHA / k)
+    counts = stats._u_null_counts(BASELINE_RUNS, CURRENT_RUNS)
+    size = sum(counts[: u_crit + 1]) / math.comb(BASELINE_RUNS + CURRENT_RUNS, CURRENT_RUNS)
+    return 1 - (1 - size) ** k
+
+
+def _within(rate, expected, trials):
+    """|rate - expected| within 3.5 binomial standard errors (a 1-in-2000 chance of a false
+    failure of this test for a correct rule)."""
+    se = math.sqrt(max(expected * (1 - expected), 1e-4) / trials)
+    return abs(rate - expected) <= 3.5 * se, f"{rate:.3f} vs {expected:.3f} +- {3.5 * se:.3f}"
+
+
+@pytest.mark.parametrize("heavy_tails", [False, True], ids=["lognormal", "student-t3"])
+def test_aa_family_false_alarm_rate_is_the_exact_rank_test_rate(heavy_tails):
+    """No change, 4% drift between runs, the practical floor switched off: the rate of CI runs
+    with any false alarm equals the exact rank-test figure (about 3.1% for alpha 5%), whatever
+    the distribution of the drift."""
+    rng = np.random.default_rng(11 if heavy_tails else 12)
+    runs = simulate_decisions(rng, ci_runs=SIM_CI_RUNS, drift=RUN_DRIFT, slowdown=0.0,
+                              heavy_tails=heavy_tails)
+    rate = np.mean([any(v.outcome == REGRESSION for v in r.values()) for r in runs])
+    ok, text = _within(rate, family_size(), SIM_CI_RUNS)
+    assert ok and family_size() <= FAMILY_ALPHA, text
+
+
+def test_power_at_the_allowed_drop_is_the_promised_power():
+    """A true slowdown equal to the allowed drop (computed for the true spread) is caught in
+    POWER (80%) of the configurations, within the sampling error of the simulation."""
+    level = FAMILY_ALPHA / len(SIM_CONFIGS)
+    threshold = PRACTICAL_THRESHOLD["cpu"]
+    drop = allowed_drop(BASELINE_RUNS, CURRENT_RUNS, level, RUN_DRIFT, threshold / 2)
+    rng = np.random.default_rng(13)
+    m, n, trials, caught = BASELINE_RUNS, CURRENT_RUNS, 3000, 0
+    for _ in range(trials):
+        r = compare_runs(np.exp(RUN_DRIFT * rng.standard_normal(m)),
+                         np.exp(RUN_DRIFT * rng.standard_normal(n)) * (1 - drop))
+        caught += r.p_value <= level and -r.change >= threshold / 2
+    ok, text = _within(caught / trials, POWER, trials)
+    assert ok, text
+
+
+def test_aa_and_injected_20_percent_with_the_default_rule():
+    """The default rule (practical floor on) on 4%-drift runs: A/A false alarms far below 1%
+    of CI runs (the floor of 7.5% comes on top of the rank test), a 20% slowdown caught in
+    nearly every configuration, and few configurations left unresolved (a baseline whose 10
+    runs happen to spread well above 4% can push the allowed drop past 15%)."""
+    rng = np.random.default_rng(14)
+    aa = simulate_decisions_default(rng, slowdown=0.0)
+    slow = simulate_decisions_default(rng, slowdown=0.20)
+    aa_alarms = np.mean([any(v.outcome == REGRESSION for v in r.values()) for r in aa])
+    caught = np.mean([v.outcome == REGRESSION for r in slow for v in r.values()])
+    unresolved = np.mean([v.outcome != REGRESSION and v.outcome != "pass"
+                          for r in aa for v in r.values()])
+    assert aa_alarms <= 0.01, f"A/A false alarms in {aa_alarms:.1%} of CI runs"
+    assert caught >= 0.95, f"20% slowdown caught in {caught:.1%} of configurations"
+    assert unresolved <= 0.05, f"{unresolved:.1%} cannot-resolve at 4% drift"
+
+
+def simulate_decisions_default(rng, *, slowdown, ci_runs=120):
+    m, n = BASELINE_RUNS, CURRENT_RUNS
+    out = []
+    for _ in range(ci_runs):
+        compared = {c: compare_runs(np.exp(RUN_DRIFT * rng.standard_normal(m)),
+                                    np.exp(RUN_DRIFT * rng.standard_normal(n)) * (1 - slowdown))
+                    for c in SIM_CONFIGS}
+        out.append(decide(compared))
+    return out
+
+
+# --------------------------------------------------------------------------------------
+# outcomes and exit codes through the CLI
+# --------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_gate_passes_two_sets_of_runs_of_the_same_code(tmp_path, capsys, seed):
+    base, cur = gate_dirs(tmp_path, seed=seed)
+    code, out, err = run_cli(capsys, "gate", "--baseline", base, "--current", cur)
+    assert code == EXIT_PASS, out + err
+    assert out.count(": PASS: ") == len(GATE_CONFIGS)
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+def test_gate_fails_a_20_percent_slowdown(tmp_path, capsys, seed):
+    base, cur = gate_dirs(tmp_path, seed=seed, slowdown=0.20)
+    code, out, _ = run_cli(capsys, "gate", "--baseline", base, "--current", cur)
+    assert code == EXIT_REGRESSION, out
+    assert out.count(": REGRESSION: ") == len(GATE_CONFIGS)
+
+
+def test_one_run_a_side_cannot_resolve_even_a_large_drop(tmp_path, capsys):
+    """The old single-run usage: no spread between runs to go on, never a pass."""
+    base, cur = gate_dirs(tmp_path, base_runs=1, cur_runs=1, slowdown=0.3)
+    code, out, _ = run_cli(capsys, "gate", "--baseline", base, "--current", cur)
+    assert code == EXIT_CANNOT_RESOLVE, out
+    assert out.count(": CANNOT-RESOLVE: too few runs") == len(GATE_CONFIGS)
+
+
+def test_too_noisy_runs_cannot_resolve(tmp_path, capsys):
+    base, cur = gate_dirs(tmp_path, drift=0.25)
+    code, out, _ = run_cli(capsys, "gate", "--baseline", base, "--current", cur)
+    assert code == EXIT_CANNOT_RESOLVE, out
+    assert "exceeds the practical threshold 15%" in out
+
+
+def test_a_missing_framework_never_passes(tmp_path, capsys):
+    base, _ = gate_dirs(tmp_path)
+    torch_only = [(c, m) for c, m in GATE_CONFIGS if c["framework"] == "torch"]
+    cur = write_runs(tmp_path / "torch-only", fake_machine(), 5, runs=CURRENT_RUNS,
+                     configs=torch_only)
+    code, out, _ = run_cli(capsys, "gate", "--baseline", base, "--current", cur)
+    assert code == EXIT_CANNOT_RESOLVE, out
+    assert "CANNOT-RESOLVE: framework tf: all 2 configuration(s) missing" in out
+    assert out.count(": CANNOT-RESOLVE: missing from the current runs") == 2
+
+
+def test_a_partial_current_run_is_named(tmp_path, capsys):
+    base, cur = gate_dirs(tmp_path)
+    (config, median), *_ = GATE_CONFIGS
+    write_row(cur, throughput_row(fake_machine(), noisy_rounds(random.Random(3), median),
+                                  run_id="partial", **config))
+    code, out, _ = run_cli(capsys, "gate", "--baseline", base, "--current", cur)
+    assert code == EXIT_CANNOT_RESOLVE and "missing from 1 of the 5 current runs" in out, out
+
+
+def test_oom_in_every_current_run_is_a_regression_and_in_some_cannot_resolve(tmp_path, capsys):
+    machine = fake_machine()
+    config = dict(framework="torch", arch="keras_cnn", batch_size=32)
+    base = write_runs(tmp_path / "base", machine, 1, runs=BASELINE_RUNS, configs=[(config, 800.0)])
+    cur = tmp_path / "cur"
+    for r in range(CURRENT_RUNS):
+        write_row(cur, throughput_row(machine, [], status="oom", run_id=f"c{r}", **config))
+    code, out, _ = run_cli(capsys, "gate", "--baseline", base, "--current", cur)
+    assert code == EXIT_REGRESSION and "fails (OOM) in all 4 current run(s)" in out, out
+    write_row(cur, throughput_row(machine, noisy_rounds(random.Random(2), 800.0), run_id="c9",
+                                  **config))
+    code, out, _ = run_cli(capsys, "gate", "--baseline", base, "--current", cur)
+    assert code == EXIT_CANNOT_RESOLVE and "intermittent: ran in 1 and OOM in 4 current" in out, out
+
+
+def test_new_configurations_are_listed_not_gated(tmp_path, capsys):
+    base, cur = gate_dirs(tmp_path)
+    extra = [(dict(framework="torch", arch="lenet", batch_size=512), 9000.0)]
+    write_runs(cur, fake_machine(), 1001, runs=CURRENT_RUNS, configs=extra, side="cur")  # same run ids
+    code, out, _ = run_cli(capsys, "gate", "--baseline", base, "--current", cur)
+    assert code == EXIT_PASS and "new: no baseline" in out, out
+
+
+def test_gate_refuses_different_hardware_unless_allowed(tmp_path, capsys):
+    epyc = fake_machine()
+    h100 = fake_machine(cpu_model="Intel Xeon Platinum 8480+", cores=16, gpus=["NVIDIA H100 80GB HBM3"])
+    base, cur = gate_dirs(tmp_path, machine=epyc, cur_machine=h100)
+    code, _, err = run_cli(capsys, "gate", "--baseline", base, "--current", cur)
+    assert code == EXIT_INPUT_ERROR
+    assert "AMD EPYC 7B13 (2 cores) / no GPU" in err and "NVIDIA H100 80GB HBM3" in err
+    code, _, err = run_cli(capsys, "gate", "--baseline", base, "--current", cur,
+                           "--allow-different-hardware")
+    assert code == EXIT_PASS, err
+
+
+def test_gate_refuses_an_injected_baseline_and_notes_an_injected_current(tmp_path, capsys):
+    base, cur = gate_dirs(tmp_path, slowdown=0.2)
+    for path in cur.glob("*.json"):
+        row = json.loads(path.read_text())
+        row["injected_slowdown"] = {"fraction": 0.2}
+        path.write_text(json.dumps(row))
+    code, out, _ = run_cli(capsys, "gate", "--baseline", base, "--current", cur)
+    assert code == EXIT_REGRESSION and "INJECTED slowdown of 20%" in out, out
+    code, _, err = run_cli(capsys, "gate", "--baseline", cur, "--current", base)
+    assert code == EXIT_INPUT_ERROR and "injected slowdown" in err
+
+
+def test_gate_rejects_a_malformed_baseline(tmp_path, capsys):
+    base, cur = gate_dirs(tmp_path, base_runs=2, cur_runs=1)
+    broken = base / "truncated.json"
+    broken.write_text('{"schema": "twinbench.result/1", "images_per_s": [1000.0, 99')
+    code, out, err = run_cli(capsys, "gate", "--baseline", base, "--current", cur)
+    assert code == EXIT_INPUT_ERROR and str(broken) in err and out == ""
+
+
+# --------------------------------------------------------------------------------------
+# the injected slowdown (twinbench/slowdown.py)
+# --------------------------------------------------------------------------------------
+
+class FakeClock:
+    """perf_counter for slowdown.py: advances by `tick` per reading and by a step's time."""
+
+    def __init__(self, tick=1e-6):
+        self.now, self.tick = 0.0, tick
+
+    def perf_counter(self):
+        self.now += self.tick
+        return self.now
+
+
+def test_injected_slowdown_adds_the_fraction_of_the_calibrated_step(monkeypatch):
+    from twinbench import bench, slowdown
+
+    clock = FakeClock()
+    monkeypatch.setattr(slowdown.time, "perf_counter", clock.perf_counter)
+    step_s = 0.002
+
+    def run():
+        clock.now += step_s
+        return "loss"
+    step = bench.Step(run=run, sync=lambda: None, info={"optimizer": "sgd"})
+    slowed = slowdown.from_env(step, {slowdown.ENV: "0.25"})
+    with pytest.raises(RuntimeError, match="prepared"):
+        slowed.run()
+    slowed.prepare()
+    record = slowed.info["injected_slowdown"]
+    assert record["calibrated_step_s"] == pytest.approx(step_s, rel=0.01)
+    assert record["delay_s"] == pytest.approx(0.25 * step_s, rel=0.01)
+    start = clock.now
+    for _ in range(10):
+        assert slowed.run() == "loss"
+    assert (clock.now - start) / 10 == pytest.approx(1.25 * step_s, rel=0.01)
+    assert slowed.info["optimizer"] == "sgd" and "injected_slowdown" not in step.info
+
+
+def test_injected_slowdown_switch_is_off_unless_asked_and_rejects_typos():
+    from twinbench import slowdown
+
+    step = object()
+    assert slowdown.from_env(step, {}) is step
+    assert slowdown.from_env(step, {slowdown.ENV: "0"}) is step
+    for bad in ("20%", "-0.1", "50"):
+        with pytest.raises(ValueError, match=slowdown.ENV):
+            slowdown.fraction_from_env({slowdown.ENV: bad})
+
+
+# --------------------------------------------------------------------------------------
+# scripts/gate_calibration.py on tiny fake inputs (the real runs take hours: the lead's job)
+# --------------------------------------------------------------------------------------
+
+def _calibration_script():
+    spec = importlib.util.spec_from_file_location(
+        "gate_calibration", Path(__file__).resolve().parents[1] / "scripts" / "gate_calibration.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_calibration_script_counts_false_alarms_and_detections(tmp_path, capsys):
+    script = _calibration_script()
+    machine = fake_machine()
+    for seed, (kind, count, slowdown) in enumerate((("baseline", BASELINE_RUNS, 0.0),
+                                                    ("plain", 2 * CURRENT_RUNS, 0.0),
+                                                    ("slow", 2 * CURRENT_RUNS, 0.2))):
+        for i in range(count):
+            write_runs(tmp_path / kind / f"{i:03d}", machine, 100 * seed + i, runs=1,
+                       slowdown=slowdown, side=kind)
+    assert script.main(["analyze", "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert f"A/A: 0 of 2 false alarms (exit 1); 0 cannot resolve; {BASELINE_RUNS} baseline and " \
+           f"{CURRENT_RUNS} current runs per decision" in out, out
+    assert "slowed: 2 of 2 detections (exit 1)" in out, out
+
+
+def test_calibration_script_dry_run_lists_the_runs_it_would_make(tmp_path, capsys):
+    script = _calibration_script()
+    assert script.main(["measure", "--out", str(tmp_path), "--baseline", "2", "--decisions", "1",
+                        "--current", "2", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("6 quick run(s) to go")
+    assert out.count("--results=") == 6 and out.count("[slowed]") == 2
+    assert "-m benchmark --quick --device cpu" in out

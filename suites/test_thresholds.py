@@ -1,0 +1,137 @@
+"""Accuracy gates and the matrix verdict (twinbench/thresholds.py) on simulated seeds:
+a gate that gets stricter, not looser, as seeds are added, and an equivalence test whose
+error rates are what it promises. Fast: NumPy draws from fixed seeds, no training.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from twinbench import thresholds as th
+
+SIGMA = th.SEED_STD
+GATE = 0.63
+TRIALS = 20_000       # simulated gate decisions per seed count: sampling error <= 0.36%
+
+
+def _fail_rate(rng, n, true_mean, rule):
+    draws = true_mean + SIGMA * rng.standard_normal((TRIALS, n))
+    return float(np.mean([not rule(list(row)) for row in draws]))
+
+
+def _lcb_rule(accuracies):
+    return th.accuracy_gate(accuracies, GATE).passed
+
+
+def _within(rate, expected):
+    se = math.sqrt(max(expected * (1 - expected), 1e-4) / TRIALS)
+    return abs(rate - expected) <= 4 * se
+
+
+def test_one_seed_still_decides_with_the_prior_spread():
+    z = th._NORMAL.inv_cdf(th.GATE_CONFIDENCE)
+    gate = th.accuracy_gate([0.66], GATE, source="cifar10-jpeg")
+    assert gate.n == 1 and gate.std is None
+    assert gate.lower_bound == pytest.approx(0.66 - z * SIGMA)
+    assert gate.passed
+    assert not th.accuracy_gate([GATE + 0.99 * z * SIGMA], GATE).passed
+    assert th.accuracy_gate([GATE + 1.01 * z * SIGMA], GATE).passed
+    assert "prior" in gate.rule
+
+
+def test_a_given_seed_std_and_a_too_small_prior_are_said():
+    gate = th.accuracy_gate([0.60, 0.66, 0.72], GATE, seed_std=0.005)
+    assert gate.seed_std == 0.005 and "given" in gate.rule and "update the prior" in gate.rule
+    with pytest.raises(ValueError, match="no accuracies"):
+        th.accuracy_gate([], GATE)
+
+
+def test_false_fail_rate_one_point_above_the_gate_falls_as_seeds_are_added():
+    """The lower-bound gate, simulated: a recipe whose true mean is one point above its gate
+    fails less often with every seed added, as false_fail_rate says (within 4 standard
+    errors); the old rule, mean - 1 x sample std, failed it MORE often with more seeds."""
+    rng = np.random.default_rng(21)
+    rates = {}
+    for n in (1, 3, 10, 20):
+        rates[n] = _fail_rate(rng, n, GATE + 0.01, _lcb_rule)
+        assert _within(rates[n], th.false_fail_rate(n, above=0.01, seed_std=SIGMA)), (n, rates[n])
+    assert rates[1] > rates[3] > rates[10] > rates[20], rates
+
+    def old_rule(acc):
+        return np.mean(acc) - np.std(acc, ddof=1) >= GATE
+    assert _fail_rate(rng, 3, GATE + 0.01, old_rule) < _fail_rate(rng, 10, GATE + 0.01, old_rule)
+
+
+def test_power_against_a_two_point_regression_grows_with_seeds():
+    rng = np.random.default_rng(22)
+    caught = {n: _fail_rate(rng, n, GATE + 0.01 - 0.02, _lcb_rule) for n in (1, 3, 10)}
+    for n, rate in caught.items():
+        assert _within(rate, th.regression_power(n, above=0.01, drop=0.02, seed_std=SIGMA)), n
+    assert caught[1] < caught[3] < caught[10]
+
+
+def test_gate_table_lists_every_source_and_seed_count():
+    table = th.gate_table((1, 10))
+    assert {(r["source"], r["seeds"]) for r in table} == {(s, n) for s in th.THRESHOLDS
+                                                          for n in (1, 10)}
+    assert all(0 < r["false_fail"] < 1 and 0 < r["power"] <= 1 for r in table)
+
+
+def test_summarize_keeps_its_fields_and_gates_on_the_lower_bound():
+    summary = th.summarize([0.66, 0.65, 0.67], GATE, source="cifar10-jpeg")
+    assert summary["gated_value"] == pytest.approx(th.accuracy_gate([0.66, 0.65, 0.67], GATE).lower_bound)
+    assert summary["n"] == 3 and summary["std"] == pytest.approx(0.01)
+    assert th.summarize([0.66])["std"] is None
+
+
+# --------------------------------------------------------------------------------------
+# the matrix: paired by seed, two one-sided tests
+# --------------------------------------------------------------------------------------
+
+def test_student_t_quantiles_match_tables():
+    for p, df, expected in [(0.95, 1, 6.3138), (0.95, 2, 2.9200), (0.95, 9, 1.8331),
+                            (0.975, 30, 2.0423), (0.5, 4, 0.0)]:
+        assert th.t_quantile(p, df) == pytest.approx(expected, abs=1e-3)
+
+
+def test_matrix_verdicts_and_missing_seeds():
+    same = th.matrix_verdict({s: 0.66 + 0.001 * s for s in range(5)},
+                             {s: 0.661 + 0.001 * s for s in range(5)} | {7: 0.6})
+    assert same.verdict == "equivalent" and same.n_pairs == 5
+    assert same.missing_seeds == {"tf": [7], "torch": []}
+    apart = th.matrix_verdict({s: 0.69 + 0.002 * (s % 2) for s in range(4)},
+                              {s: 0.66 + 0.002 * (s % 3) for s in range(4)})
+    assert apart.verdict == "different" and apart.ci_low > 0
+    one = th.matrix_verdict({0: 0.66}, {0: 0.665})      # one pair: prior spread, too wide
+    assert one.verdict == "undetermined" and one.diff_std == pytest.approx(math.sqrt(2) * SIGMA)
+    assert one.seeds_needed == th.seeds_needed(math.sqrt(2) * SIGMA) == 25
+    with pytest.raises(ValueError, match="no seed ran in both"):
+        th.matrix_verdict({0: 0.6}, {1: 0.6})
+
+
+@pytest.mark.parametrize("true_gap,expected_verdict,expected_rate", [
+    (0.0, "equivalent", th.MATRIX_POWER),   # seeds_needed pairs: equivalent with 80% power
+    (0.01, "equivalent", th.MATRIX_ALPHA),  # a gap AT the margin: called equivalent <= 5%
+])
+def test_matrix_error_rates_on_simulated_pairs(true_gap, expected_verdict, expected_rate):
+    """Known spread (seed_std given): the equivalence verdict's power at seeds_needed and
+    its false-equivalence rate at the margin, within their sampling error. The normal
+    approximation in seeds_needed makes the power slightly conservative."""
+    diff_std = math.sqrt(2) * SIGMA
+    n = th.seeds_needed(diff_std)
+    rng = np.random.default_rng(23)
+    trials = 4000
+    hits = 0
+    for _ in range(trials):
+        torch = 0.66 + SIGMA * rng.standard_normal(n)
+        tf = 0.66 + true_gap + SIGMA * rng.standard_normal(n)
+        verdict = th.matrix_verdict(dict(enumerate(tf)), dict(enumerate(torch)), seed_std=SIGMA)
+        hits += verdict.verdict == expected_verdict
+    rate = hits / trials
+    se = math.sqrt(expected_rate * (1 - expected_rate) / trials)
+    if true_gap == 0.0:
+        assert rate >= expected_rate - 4 * se, rate
+    else:
+        assert rate <= expected_rate + 4 * se, rate
