@@ -32,7 +32,7 @@ def cmd_render(args) -> int:
         _stderr("error: no valid result rows in " + ", ".join(args.results))
         return EXIT_ERROR
     done = render(rows, args.out, skipped=len(skipped))
-    print(done.summary.markdown())
+    print(done.answer)
     _stderr(f"wrote {done.markdown}, {done.html} and {len(done.plots)} plot(s) to {args.out}")
     return EXIT_OK
 

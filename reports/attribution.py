@@ -2,19 +2,26 @@
 accuracy from shared initial weights and data order, their gap, and one sentence splitting the
 reference programs' gap into recipe and framework.
 
-The published programs compare TensorFlow running keras_cnn_adam (71%) with torch running
-lenet_sgd (63.67%). With the matrix that gap splits exactly:
-    tf(keras_cnn_adam) - torch(lenet_sgd)
-        = [tf(keras_cnn_adam) - torch(keras_cnn_adam)]      framework: same network and recipe
-        + [torch(keras_cnn_adam) - torch(lenet_sgd)]        recipe: network and training, one framework
+The published programs compare TensorFlow running its recipe T with torch running its recipe
+P (twinbench/recipes.py: keras_cnn_adam, 71%, and lenet_sgd, 63.67%). With the matrix that gap
+splits exactly:
+    tf(T) - torch(P)
+        = [tf(T) - torch(T)]      framework: same network and recipe
+        + [torch(T) - torch(P)]   recipe: network and training, one framework
 """
 from __future__ import annotations
 
 import statistics
 
 from reports.tables import Table, fmt_percent
+from twinbench.recipes import RECIPES
 
-PUBLISHED = {"tf": 0.71, "torch": 0.6367}
+
+def _reference_pair():
+    """The published programs: the TensorFlow recipe and the torch recipe, from the recipe
+    registry (each recipe names its published framework and accuracy)."""
+    by_framework = {r.reference_framework: r for r in RECIPES.values() if r.reference_framework}
+    return by_framework.get("tf"), by_framework.get("torch")
 HEADERS = ["machine", "device", "arch", "recipe", "seeds", "tf final", "torch final",
            "tf - torch"]
 
@@ -50,19 +57,23 @@ def matrix_table(rows: list[dict], labels: dict[str, str]) -> Table | None:
 def attribution_sentences(rows: list[dict], labels: dict[str, str]) -> list[str]:
     """One sentence per machine and device where the matrix has the three runs it needs."""
     means = _matrix_means(rows)
+    tf_ref, torch_ref = _reference_pair()
+    if tf_ref is None or torch_ref is None:
+        return []
     out = []
     for (mid, device) in sorted({(k[0], k[1]) for k in means}):
-        kca = means.get((mid, device, "keras_cnn", "keras_cnn_adam"), {})
-        lsgd = means.get((mid, device, "lenet", "lenet_sgd"), {})
-        if "tf" not in kca or "torch" not in kca or "torch" not in lsgd:
+        tf_pair = means.get((mid, device, tf_ref.arch, tf_ref.name), {})
+        torch_pair = means.get((mid, device, torch_ref.arch, torch_ref.name), {})
+        if "tf" not in tf_pair or "torch" not in tf_pair or "torch" not in torch_pair:
             continue
-        framework = kca["tf"] - kca["torch"]
-        recipe = kca["torch"] - lsgd["torch"]
-        published = PUBLISHED["tf"] - PUBLISHED["torch"]
+        framework = tf_pair["tf"] - tf_pair["torch"]
+        recipe = tf_pair["torch"] - torch_pair["torch"]
+        published = tf_ref.reference_accuracy - torch_ref.reference_accuracy
         out.append(
             f"On {labels[mid]} ({device}), the reference programs' gap (published "
-            f"{100 * published:.1f} points, 71% vs 63.67%; here {100 * (framework + recipe):.1f} "
-            f"points) is {100 * recipe:+.1f} points of recipe (keras_cnn_adam vs lenet_sgd, both in "
-            f"torch) and {100 * framework:+.1f} points of framework (TensorFlow vs torch on "
-            f"keras_cnn_adam from the same initial weights and data order).")
+            f"{100 * published:.1f} points, {100 * tf_ref.reference_accuracy:.4g}% vs "
+            f"{100 * torch_ref.reference_accuracy:.4g}%; here {100 * (framework + recipe):.1f} "
+            f"points) is {100 * recipe:+.1f} points of recipe ({tf_ref.name} vs {torch_ref.name}, "
+            f"both in torch) and {100 * framework:+.1f} points of framework (TensorFlow vs torch "
+            f"on {tf_ref.name} from the same initial weights and data order).")
     return out
