@@ -9,7 +9,7 @@
 #             not raise on a huge batch, the operating system's OOM killer ends the process).
 # --budget    seconds for the whole script (default 900); torch.compile gets what is left.
 # --framework passed to pytest (repeatable); default: every installed framework.
-# PYTHON=...  the interpreter (default python3).
+# PYTHON=...  the interpreter (default: the .venv `bash run.sh` builds, else python3).
 #
 # Steps (each logged; a failing step does not stop the later ones, and the script's exit code
 # is the first failure's):
@@ -42,10 +42,11 @@ while [ $# -gt 0 ]; do
     *) echo "gpu_bench.sh: unknown argument '$1'" >&2; usage ;;
   esac
 done
-PYTHON=${PYTHON:-python3}
 mkdir -p "$OUT" || exit 2
 OUT=$(cd "$OUT" && pwd)
 cd "$(dirname "$0")/.." || exit 2
+if [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; fi
+PYTHON=${PYTHON:-python3}
 LOG="$OUT/gpu_bench.log"
 : >"$LOG"
 START=$(date +%s)

@@ -22,8 +22,8 @@
 #      CUDA graph, then keras_cnn_adam eager for comparison (scripts/gpu_recipes.py);
 #   3. the throughput tier and its report (scripts/gpu_bench.sh);
 #   4. one report of every row: python -m reports render.
-# Use the python of the environment that has the frameworks (PYTHON=..., default python3;
-# `bash run.sh test` builds .venv with TensorFlow's CUDA extra where a driver answers).
+# Python: $PYTHON, else the .venv that `bash run.sh` builds (with TensorFlow's CUDA extra where
+# a driver answers), else python3.
 set -u -o pipefail
 usage() { echo "usage: bash scripts/gpu_checks.sh OUTDIR [--data PATH] [--framework tf|torch]... [--budget S] [--device gpu|cpu]" >&2; exit 2; }
 
@@ -49,7 +49,10 @@ fi
 mkdir -p "$OUT" || exit 2
 OUT=$(cd "$OUT" && pwd)
 cd "$(dirname "$0")/.." || exit 2
+# The environment `bash run.sh` builds, when there is one (TensorFlow's CUDA extra included).
+if [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; fi
 PYTHON=${PYTHON:-python3}
+export PYTHON   # gpu_bench.sh uses the same interpreter
 LOG="$OUT/gpu_checks.log"
 : >"$LOG"
 export PYTHONUNBUFFERED=1
