@@ -34,7 +34,7 @@ CPU_SAMPLE = SAMPLES / "cpu-epyc-2core"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 # Gate self-tests: rounds per configuration and their noise. 5% CV is the low end of what
-# FACTS.md measured between timed blocks on the H100 (4.7-7.7%).
+# was measured between timed blocks on an H100 (4.7-7.7%, docs/methodology.md#gpu).
 ROUNDS = 20
 NOISE_CV = 0.05
 
@@ -492,7 +492,7 @@ def test_hardware_label():
 
 def test_entry_point_and_no_framework_imports():
     """`python -m reports` works as a program, and nothing here imports torch or TensorFlow
-    (importing TensorFlow first would crash a later torch import: FACTS.md)."""
+    (importing TensorFlow first would crash a later torch import: docs/methodology.md#import-order)."""
     usage = subprocess.run([sys.executable, "-m", "reports"], cwd=ROOT, capture_output=True, text=True)
     assert usage.returncode == 2 and "usage:" in usage.stderr
     probe = ("import sys, reports.__main__, reports.render, reports.compare, reports.gate, "
