@@ -1,5 +1,5 @@
 """The documentation agrees with the repository: the README's result tables are what the
-committed rows give, and every docs/methodology.md#section that code points at exists."""
+committed rows give, and every section of docs/methodology.md that code points at exists."""
 from __future__ import annotations
 
 import re

@@ -61,3 +61,14 @@ def test_accuracy_gap_against_its_bound_never_pools_matrix_and_independent_runs(
     assert matrix[5:] == ["70.00% (1)", "60.00% (1)", "+10.00 points", "±5.09 points",
                           "outside the bound: a framework effect"]
     assert lines["independent"][7:] == ["+0.50 points", "±5.09 points", "within the bound"]
+
+
+def test_machines_ratio_pairs_best_modes_whatever_their_names():
+    from reports.compare import framework_ratio_table, machine_results
+    m = fake_machine()
+    rows = [throughput_row(m, [300, 300, 300], framework="tf", mode="graph"),   # a new mode name
+            throughput_row(m, [100, 100, 100], framework="torch", mode="eager"),
+            throughput_row(m, [150, 150, 150], framework="torch", mode="compiled")]
+    machine = machine_results("box", rows)
+    [line] = framework_ratio_table([machine, machine]).rows
+    assert line[-1] == "2.00 (tf.function / torch.compile)"
