@@ -16,6 +16,7 @@ from twinbench.fingerprint import hardware_label
 from twinbench.results import ResultError
 from reports.load import Config, Measurement, by_machine, measurements
 from reports.tables import DASH, Table, fmt_rate, mode_label, status_cell
+from reports.verdict import ratio_interval
 
 
 @dataclass
@@ -91,6 +92,15 @@ def _best(m: MachineResults, framework: str, key: tuple) -> Measurement | None:
     return max(found, key=lambda x: x.median) if found else None
 
 
+def _framework_ratio(tf: Measurement, torch: Measurement) -> str:
+    """'1.20 (1.08-1.33; tf.function / eager)': ratio of medians, 95% bootstrap interval over
+    the rounds when each side has at least two, and the modes paired."""
+    interval = ratio_interval(tf.rounds, torch.rounds)
+    spread = f"{interval[0]:.2f}-{interval[1]:.2f}; " if interval else ""
+    return (f"{tf.median / torch.median:.2f} ({spread}{mode_label('tf', tf.config.mode)} / "
+            f"{mode_label('torch', torch.config.mode)})")
+
+
 def framework_ratio_table(machines: list[MachineResults]) -> Table:
     """TF img/s divided by torch img/s, each framework's best mode, per configuration that both
     frameworks ran on at least one machine."""
@@ -104,12 +114,10 @@ def framework_ratio_table(machines: list[MachineResults]) -> Table:
             continue
         cells = [key[0], key[1], key[2], key[3], str(key[4])]
         for tf, torch in pairs:
-            cells.append(DASH if not (tf and torch) else
-                         f"{tf.median / torch.median:.2f} "
-                         f"({mode_label('tf', tf.config.mode)} / {mode_label('torch', torch.config.mode)})")
+            cells.append(DASH if not (tf and torch) else _framework_ratio(tf, torch))
         rows.append(cells)
     headers = ["arch", "device", "phase", "precision", "batch",
-               *(f"TF/torch, best modes [{i}]" for i in range(len(machines)))]
+               *(f"TF/torch (95% interval; best modes) [{i}]" for i in range(len(machines)))]
     return Table(headers, rows, ["left"] * 4 + ["right"] * (1 + len(machines)))
 
 
