@@ -90,7 +90,7 @@ def throughput_plots(per_machine: dict[str, dict[Config, Measurement]], labels: 
 
 def accuracy_plots(rows: list[dict], labels: dict[str, str], out_dir: Path) -> list[Path]:
     """Test accuracy per epoch, one file per recipe, one panel per architecture, one line per
-    run coloured by framework, and the run's threshold drawn in each panel."""
+    run coloured by framework, and the recipe's gate drawn in each panel."""
     by_recipe: dict[str, dict[str, list[dict]]] = {}
     for r in rows:
         if r["kind"] == "accuracy" and r["epochs"]:
@@ -98,6 +98,10 @@ def accuracy_plots(rows: list[dict], labels: dict[str, str], out_dir: Path) -> l
     several_machines = len({r["machine"]["id"] for r in rows}) > 1
     written = []
     for recipe, by_arch in sorted(by_recipe.items()):
+        # A gate belongs to the recipe (and data source), not to a run: every panel draws the
+        # gates any run of this recipe was held to (matrix runs themselves are not gated).
+        gates = sorted({r["threshold"] for runs in by_arch.values() for r in runs
+                        if r["threshold"] is not None})
         fig, axes = _panels(len(by_arch))
         for ax, (arch, runs) in zip(axes, sorted(by_arch.items())):
             for r in runs:
@@ -111,7 +115,7 @@ def accuracy_plots(rows: list[dict], labels: dict[str, str], out_dir: Path) -> l
                 ax.plot(epochs, accuracy, marker="o", markersize=3, label=label,
                         color=_FRAMEWORK_COLORS.get(r["framework"]),
                         linestyle=_DEVICE_STYLES.get(r["device"], ":"))
-            for threshold in sorted({r["threshold"] for r in runs if r["threshold"] is not None}):
+            for threshold in gates:
                 ax.axhline(100 * threshold, color="gray", linestyle=":", linewidth=1,
                            label=f"gate {100 * threshold:.0f}%")
             ax.set_xlabel("epoch")

@@ -72,3 +72,16 @@ def test_machines_ratio_pairs_best_modes_whatever_their_names():
     machine = machine_results("box", rows)
     [line] = framework_ratio_table([machine, machine]).rows
     assert line[-1] == "2.00 (2.00-2.00; tf.function / torch.compile)"   # rounds do not vary
+
+
+def test_a_third_architecture_flows_through_the_report(tmp_path):
+    from reports.render import render
+    m = fake_machine()
+    rows = [throughput_row(m, [100 + i, 101 + i, 99 + i], framework=fw, arch=arch)
+            for i, arch in enumerate(("keras_cnn", "lenet", "third_twin")) for fw in ("tf", "torch")]
+    done = render(rows, tmp_path)
+    assert sorted(p.name for p in done.plots) == ["throughput-train.png"]   # one panel each
+    verdict_archs = [line.split("|")[3].strip() for line in done.answer.splitlines()
+                     if line.startswith("| ") and "fp32" in line]
+    assert verdict_archs == ["keras_cnn", "lenet", "third_twin"]
+    assert "#### third_twin, train" in done.markdown.read_text()
