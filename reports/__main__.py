@@ -1,5 +1,4 @@
-"""Command line: `python -m reports render|machines|gate|readme ...` (`compare` is the old name
-of `machines`, kept as an alias that says so).
+"""Command line: `python -m reports render|compare|gate ...`.
 
 Exit codes: 0 ok, 1 gate failure (a regression), 2 usage or data error.
 """
@@ -38,7 +37,28 @@ def cmd_render(args) -> int:
     return EXIT_OK
 
 
+def cmd_readme(args) -> int:
+    from reports import readme
+
+    rows = read_rows([args.results], on_error="raise")
+    if not rows:
+        _stderr(f"error: no result rows in {args.results}")
+        return EXIT_ERROR
+    source = args.source or args.results
+    if not args.write:
+        print(readme.readme_block(rows, source), end="")
+        return EXIT_OK
+    try:
+        changed = readme.write(Path(args.write), rows, source)
+    except ValueError as exc:
+        _stderr(f"error: {args.write}: {exc}")
+        return EXIT_ERROR
+    _stderr(f"{args.write}: {'updated' if changed else 'already up to date'}")
+    return EXIT_OK
+
+
 def cmd_machines(args) -> int:
+    """`machines` (and its old name `compare`, which says so): several machines side by side."""
     from reports.compare import compare_markdown, machine_results, resolve_base
 
     if args.command == "compare":
@@ -89,26 +109,6 @@ def cmd_gate(args) -> int:
     return EXIT_REGRESSION if result.regressions else EXIT_OK
 
 
-def cmd_readme(args) -> int:
-    from reports import readme
-
-    rows = read_rows([args.results], on_error="raise")
-    if not rows:
-        _stderr(f"error: no result rows in {args.results}")
-        return EXIT_ERROR
-    source = args.source or args.results
-    if not args.write:
-        print(readme.readme_block(rows, source), end="")
-        return EXIT_OK
-    try:
-        changed = readme.write(Path(args.write), rows, source)
-    except ValueError as exc:
-        _stderr(f"error: {args.write}: {exc}")
-        return EXIT_ERROR
-    _stderr(f"{args.write}: {'updated' if changed else 'already up to date'}")
-    return EXIT_OK
-
-
 def _fraction(text: str) -> float:
     value = float(text)
     if not 0 <= value < 1:
@@ -125,8 +125,7 @@ def _non_negative(text: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m reports",
-        description="Render, compare machines, gate and tabulate twinbench result rows.",
+        prog="python -m reports", description="Render, compare and gate twinbench result rows.",
         epilog="exit codes: 0 ok, 1 regression (gate), 2 usage or data error")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -137,7 +136,16 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--out", default="reports/out", help="output directory (default: %(default)s)")
     render.set_defaults(func=cmd_render)
 
-    for name in ("machines", "compare"):
+    readme = sub.add_parser("readme", help="the README's result tables from committed rows",
+                            description="Print the Markdown block of result tables generated "
+                                        "from RESULTS, or with --write replace the block between "
+                                        "its marker comments in that file.")
+    readme.add_argument("results", metavar="RESULTS", help="a results directory (e.g. a sample)")
+    readme.add_argument("--write", metavar="README", help="rewrite the block in this file")
+    readme.add_argument("--source", help="how the block names RESULTS (default: as given)")
+    readme.set_defaults(func=cmd_readme)
+
+    for name in ("machines", "compare"):   # `compare` is the old name, kept as an alias
         machines = sub.add_parser(
             name, help="the same configurations on several machines" if name == "machines"
             else "old name of `machines` (deprecated)",
@@ -149,15 +157,6 @@ def build_parser() -> argparse.ArgumentParser:
                                    "or (part of) its hardware label (default: %(default)s)")
         machines.add_argument("--out", help="also write the Markdown to this file")
         machines.set_defaults(func=cmd_machines)
-
-    readme = sub.add_parser("readme", help="the README's result tables from committed rows",
-                            description="Print the Markdown block of result tables generated "
-                                        "from RESULTS, or with --write replace the block between "
-                                        "its marker comments in that file.")
-    readme.add_argument("results", metavar="RESULTS", help="a results directory (e.g. a sample)")
-    readme.add_argument("--write", metavar="README", help="rewrite the block in this file")
-    readme.add_argument("--source", help="how the block names RESULTS (default: as given)")
-    readme.set_defaults(func=cmd_readme)
 
     gate = sub.add_parser("gate", help="fail (exit 1) on a throughput regression",
                           description="Compare current against baseline per configuration. "
