@@ -34,7 +34,7 @@ CPU_SAMPLE = SAMPLES / "cpu-epyc-2core"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 # Gate self-tests: rounds per configuration and their noise. 5% CV is the low end of what
-# was measured between timed blocks on an H100 (4.7-7.7%, docs/methodology.md#gpu).
+# FACTS.md measured between timed blocks on the H100 (4.7-7.7%).
 ROUNDS = 20
 NOISE_CV = 0.05
 
