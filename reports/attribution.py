@@ -16,11 +16,12 @@ from twinbench.recipes import RECIPES
 from twinbench.thresholds import matrix_gap_bound
 
 
-def _reference_pair():
-    """The published programs: the TensorFlow recipe and the torch recipe, from the recipe
+def _reference_pairs():
+    """(TensorFlow recipe, torch recipe) for every pair of published programs in the recipe
     registry (each recipe names its published framework and accuracy)."""
-    by_framework = {r.reference_framework: r for r in RECIPES.values() if r.reference_framework}
-    return by_framework.get("tf"), by_framework.get("torch")
+    published = [r for r in RECIPES.values() if r.reference_framework]
+    return [(t, p) for t in published if t.reference_framework == "tf"
+            for p in published if p.reference_framework == "torch"]
 
 
 def _matrix_runs(rows: list[dict]) -> dict[tuple, dict[str, list[float]]]:
@@ -39,34 +40,41 @@ def _matrix_means(rows: list[dict]) -> dict[tuple, dict[str, float]]:
 
 
 def attribution_sentences(rows: list[dict], labels: dict[str, str]) -> list[str]:
-    """One sentence per machine and device where the matrix has the three runs it needs."""
+    """One sentence per machine, device and pair of published programs (a TensorFlow one and a
+    torch one) where the matrix has the three results it needs."""
     runs = _matrix_runs(rows)
     means = _matrix_means(rows)
-    tf_ref, torch_ref = _reference_pair()
-    if tf_ref is None or torch_ref is None:
-        return []
     out = []
     for (mid, device) in sorted({(k[0], k[1]) for k in means}):
-        tf_pair = means.get((mid, device, tf_ref.arch, tf_ref.name), {})
-        torch_pair = means.get((mid, device, torch_ref.arch, torch_ref.name), {})
-        if "tf" not in tf_pair or "torch" not in tf_pair or "torch" not in torch_pair:
-            continue
-        framework = tf_pair["tf"] - tf_pair["torch"]
-        recipe = tf_pair["torch"] - torch_pair["torch"]
-        published = tf_ref.reference_accuracy - torch_ref.reference_accuracy
-        # Each part is a difference of two means over n seeds: reseeding alone moves it within
-        # the matrix's bound for the fewest seeds involved (docs/methodology.md#matrix).
-        seeds = min(len(runs[(mid, device, tf_ref.arch, tf_ref.name)]["tf"]),
-                    len(runs[(mid, device, tf_ref.arch, tf_ref.name)]["torch"]),
-                    len(runs[(mid, device, torch_ref.arch, torch_ref.name)]["torch"]))
-        noise = matrix_gap_bound(seeds)
-        out.append(
-            f"On {labels[mid]} ({device}), the reference programs' gap (published "
-            f"{100 * published:.1f} points, {100 * tf_ref.reference_accuracy:.4g}% vs "
-            f"{100 * torch_ref.reference_accuracy:.4g}%; here {100 * (framework + recipe):.1f} "
-            f"points) is {100 * recipe:+.1f} points of recipe ({tf_ref.name} vs {torch_ref.name}, "
-            f"both in torch) and {100 * framework:+.1f} points of framework (TensorFlow vs torch "
-            f"on {tf_ref.name} from the same initial weights and data order); with {seeds} seed(s) "
-            f"each part is known only to within ±{100 * noise:.1f} points, what reseeding alone "
-            f"produces (3 sigma).")
+        for tf_ref, torch_ref in _reference_pairs():
+            sentence = _sentence(runs, means, labels[mid], mid, device, tf_ref, torch_ref)
+            if sentence:
+                out.append(sentence)
     return out
+
+
+def _sentence(runs, means, label, mid, device, tf_ref, torch_ref) -> str | None:
+    """The split for one machine, device and pair of published programs; None without the
+    three matrix results it needs."""
+    tf_pair = means.get((mid, device, tf_ref.arch, tf_ref.name), {})
+    torch_pair = means.get((mid, device, torch_ref.arch, torch_ref.name), {})
+    if "tf" not in tf_pair or "torch" not in tf_pair or "torch" not in torch_pair:
+        return None
+    framework = tf_pair["tf"] - tf_pair["torch"]
+    recipe = tf_pair["torch"] - torch_pair["torch"]
+    published = tf_ref.reference_accuracy - torch_ref.reference_accuracy
+    # Each part is a difference of two means over n seeds: reseeding alone moves it within
+    # the matrix's bound for the fewest seeds involved (docs/methodology.md#matrix).
+    seeds = min(len(runs[(mid, device, tf_ref.arch, tf_ref.name)]["tf"]),
+                len(runs[(mid, device, tf_ref.arch, tf_ref.name)]["torch"]),
+                len(runs[(mid, device, torch_ref.arch, torch_ref.name)]["torch"]))
+    noise = matrix_gap_bound(seeds)
+    return (
+        f"On {label} ({device}), the reference programs' gap (published "
+        f"{100 * published:.1f} points, {100 * tf_ref.reference_accuracy:.4g}% vs "
+        f"{100 * torch_ref.reference_accuracy:.4g}%; here {100 * (framework + recipe):.1f} "
+        f"points) is {100 * recipe:+.1f} points of recipe ({tf_ref.name} vs {torch_ref.name}, "
+        f"both in torch) and {100 * framework:+.1f} points of framework (TensorFlow vs torch "
+        f"on {tf_ref.name} from the same initial weights and data order); with {seeds} seed(s) "
+        f"each part is known only to within ±{100 * noise:.1f} points, what reseeding alone "
+        f"produces (3 sigma).")

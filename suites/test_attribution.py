@@ -30,3 +30,14 @@ def test_sentence_splits_the_gap_exactly():
 def test_no_sentence_without_the_runs_it_needs():
     assert attribution_sentences(ROWS[:2], LABELS) == []
     assert attribution_sentences(ROWS[-1:], LABELS) == []
+
+
+def test_a_further_published_program_without_matrix_runs_changes_nothing(monkeypatch):
+    import dataclasses
+
+    from reports import attribution
+    extra = dataclasses.replace(attribution.RECIPES["keras_cnn_adam"], name="other_tf_program",
+                                arch="other_arch", reference_accuracy=0.85)
+    monkeypatch.setitem(attribution.RECIPES, extra.name, extra)
+    [sentence] = attribution_sentences(ROWS, LABELS)
+    assert "published 7.3 points" in sentence
