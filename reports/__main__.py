@@ -33,13 +33,38 @@ def cmd_render(args) -> int:
         _stderr("error: no valid result rows in " + ", ".join(args.results))
         return EXIT_ERROR
     done = render(rows, args.out, skipped=len(skipped))
-    print(done.summary.markdown())
+    print(done.answer)
     _stderr(f"wrote {done.markdown}, {done.html} and {len(done.plots)} plot(s) to {args.out}")
     return EXIT_OK
 
 
-def cmd_compare(args) -> int:
+def cmd_readme(args) -> int:
+    from reports import readme
+
+    rows = read_rows([args.results], on_error="raise")
+    if not rows:
+        _stderr(f"error: no result rows in {args.results}")
+        return EXIT_ERROR
+    source = args.source or args.results
+    if not args.write:
+        print(readme.readme_block(rows, source), end="")
+        return EXIT_OK
+    try:
+        changed = readme.write(Path(args.write), rows, source)
+    except ValueError as exc:
+        _stderr(f"error: {args.write}: {exc}")
+        return EXIT_ERROR
+    _stderr(f"{args.write}: {'updated' if changed else 'already up to date'}")
+    return EXIT_OK
+
+
+def cmd_machines(args) -> int:
+    """`machines` (and its old name `compare`, which says so): several machines side by side."""
     from reports.compare import compare_markdown, machine_results, resolve_base
+
+    if args.command == "compare":
+        _stderr("note: `python -m reports compare` is now `python -m reports machines`; "
+                "the old name will go")
 
     machines = []
     for source in args.results:
@@ -78,16 +103,27 @@ def build_parser() -> argparse.ArgumentParser:
     render.add_argument("--out", default="reports/out", help="output directory (default: %(default)s)")
     render.set_defaults(func=cmd_render)
 
-    compare = sub.add_parser("compare", help="the same configurations on several machines",
-                             description="Each argument is one machine's results (file or "
-                                         "directory): img/s, speed-up vs the base machine, and "
-                                         "the within-machine TF/torch ratio.")
-    compare.add_argument("results", nargs="+", metavar="RESULTS")
-    compare.add_argument("--base", default="0", metavar="LABEL_OR_INDEX",
-                         help="base machine: 0-based argument index, the argument itself, or "
-                              "(part of) its hardware label (default: %(default)s)")
-    compare.add_argument("--out", help="also write the Markdown to this file")
-    compare.set_defaults(func=cmd_compare)
+    readme = sub.add_parser("readme", help="the README's result tables from committed rows",
+                            description="Print the Markdown block of result tables generated "
+                                        "from RESULTS, or with --write replace the block between "
+                                        "its marker comments in that file.")
+    readme.add_argument("results", metavar="RESULTS", help="a results directory (e.g. a sample)")
+    readme.add_argument("--write", metavar="README", help="rewrite the block in this file")
+    readme.add_argument("--source", help="how the block names RESULTS (default: as given)")
+    readme.set_defaults(func=cmd_readme)
+
+    for name in ("machines", "compare"):   # `compare` is the old name, kept as an alias
+        machines = sub.add_parser(
+            name, help="the same configurations on several machines" if name == "machines"
+            else "old name of `machines` (deprecated)",
+            description="Each argument is one machine's results (file or directory): img/s, "
+                        "speed-up vs the base machine, and the within-machine TF/torch ratio.")
+        machines.add_argument("results", nargs="+", metavar="RESULTS")
+        machines.add_argument("--base", default="0", metavar="LABEL_OR_INDEX",
+                              help="base machine: 0-based argument index, the argument itself, "
+                                   "or (part of) its hardware label (default: %(default)s)")
+        machines.add_argument("--out", help="also write the Markdown to this file")
+        machines.set_defaults(func=cmd_machines)
 
     gate = sub.add_parser("gate", help="fail (exit 1) on a throughput regression",
                           description="Compare current runs against baseline runs per "
@@ -105,8 +141,8 @@ def main(argv=None) -> int:
     parser = build_parser()
     try:
         args = parser.parse_args(argv)
-        if args.command == "compare" and len(args.results) < 2:
-            parser.error("compare needs at least two results, one per machine")
+        if args.command in ("machines", "compare") and len(args.results) < 2:
+            parser.error(f"{args.command} needs at least two results, one per machine")
     except SystemExit as exc:  # argparse exits on usage errors and --help; return its code
         return exc.code if isinstance(exc.code, int) else EXIT_ERROR
     try:

@@ -1,9 +1,11 @@
-"""`compare`: the same configurations measured on several machines, side by side.
+"""`machines` (formerly `compare`): the same configurations measured on several machines.
 
 Each input (a results file or directory) holds one machine's rows. For every configuration
 the table gives img/s per machine and the speed-up over the base machine; a second table
-gives the within-machine TF/torch ratio, the figure that stays comparable across hardware
-(it cancels the machine's raw speed).
+gives the within-machine TF/torch ratio of each framework's best mode, the figure that stays
+comparable across hardware (it cancels the machine's raw speed). The two frameworks' modes
+have different names (TensorFlow's default is a tf.function graph, torch's is eager), so the
+ratio pairs the best of each rather than equal names.
 """
 from __future__ import annotations
 
@@ -13,7 +15,8 @@ from pathlib import Path
 from twinbench.fingerprint import hardware_label
 from twinbench.results import ResultError
 from reports.load import Config, Measurement, by_machine, measurements
-from reports.tables import DASH, Table, fmt_rate, status_cell
+from reports.tables import DASH, Table, fmt_rate, mode_label, status_cell
+from reports.verdict import ratio_interval
 
 
 @dataclass
@@ -69,6 +72,7 @@ def speedup_table(machines: list[MachineResults], base: int) -> Table:
     rows = []
     for config in configs:
         cells = config.cells()
+        cells[Config.COLUMNS.index("mode")] = mode_label(config.framework, config.mode)
         for m in machines:
             measured = m.measurements.get(config)
             cells.append(DASH if measured is None else
@@ -81,23 +85,40 @@ def speedup_table(machines: list[MachineResults], base: int) -> Table:
     return Table(headers, rows, align)
 
 
+def _best(m: MachineResults, framework: str, key: tuple) -> Measurement | None:
+    """The framework's fastest mode for (arch, device, phase, precision, batch) on machine m."""
+    found = [x for c, x in m.measurements.items() if c.framework == framework and x.ok
+             and (c.arch, c.device, c.phase, c.precision, c.batch_size) == key]
+    return max(found, key=lambda x: x.median) if found else None
+
+
+def _framework_ratio(tf: Measurement, torch: Measurement) -> str:
+    """'1.20 (1.08-1.33; tf.function / eager)': ratio of medians, 95% bootstrap interval over
+    the rounds when each side has at least two, and the modes paired."""
+    interval = ratio_interval(tf.rounds, torch.rounds)
+    spread = f"{interval[0]:.2f}-{interval[1]:.2f}; " if interval else ""
+    return (f"{tf.median / torch.median:.2f} ({spread}{mode_label('tf', tf.config.mode)} / "
+            f"{mode_label('torch', torch.config.mode)})")
+
+
 def framework_ratio_table(machines: list[MachineResults]) -> Table:
-    """TF img/s divided by torch img/s for each configuration that both frameworks ran."""
-    keys = sorted({(c.arch, c.device, c.mode, c.phase, c.precision, c.batch_size)
+    """TF img/s divided by torch img/s, each framework's best mode, per configuration that both
+    frameworks ran on at least one machine."""
+    keys = sorted({(c.arch, c.device, c.phase, c.precision, c.batch_size)
                    for m in machines for c in m.measurements},
-                  key=lambda k: (k[0], k[1], k[3], k[5], k[2], k[4]))
+                  key=lambda k: (k[0], k[1], k[2], k[4], k[3]))
     rows = []
-    for arch, device, mode, phase, precision, batch in keys:
-        tf = Config("tf", arch, device, mode, phase, batch, precision)
-        torch = Config("torch", arch, device, mode, phase, batch, precision)
-        if not any(tf in m.measurements and torch in m.measurements for m in machines):
+    for key in keys:
+        pairs = [(_best(m, "tf", key), _best(m, "torch", key)) for m in machines]
+        if not any(tf and torch for tf, torch in pairs):
             continue
-        cells = [arch, device, mode, phase, precision, str(batch)]
-        cells += [_ratio(m.measurements.get(tf), m.measurements.get(torch), "") for m in machines]
+        cells = [key[0], key[1], key[2], key[3], str(key[4])]
+        for tf, torch in pairs:
+            cells.append(DASH if not (tf and torch) else _framework_ratio(tf, torch))
         rows.append(cells)
-    headers = ["arch", "device", "mode", "phase", "precision", "batch",
-               *(f"TF/torch [{i}]" for i in range(len(machines)))]
-    return Table(headers, rows, ["left"] * 5 + ["right"] * (1 + len(machines)))
+    headers = ["arch", "device", "phase", "precision", "batch",
+               *(f"TF/torch (95% interval; best modes) [{i}]" for i in range(len(machines)))]
+    return Table(headers, rows, ["left"] * 4 + ["right"] * (1 + len(machines)))
 
 
 def _ratio(numerator: Measurement | None, denominator: Measurement | None, suffix: str) -> str:
@@ -117,7 +138,7 @@ def compare_markdown(machines: list[MachineResults], base: int) -> str:
         out.append(f"- [{i}] {label}{role}: {m.source} (machine id {m.fingerprint['id']}){sample}")
     out += ["", "## Images/s and speed-up over the base machine", "",
             speedup_table(machines, base).markdown(), "",
-            "## TF/torch ratio within each machine", "",
+            "## TF/torch ratio within each machine (each framework's best mode)", "",
             "Comparable across hardware: above 1, TensorFlow is faster on that machine.", "",
             framework_ratio_table(machines).markdown(), ""]
     return "\n".join(out)

@@ -4,10 +4,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reports import attribution, html, plots
+from reports import attribution, html, plots, verdict
 from reports.load import accuracy_rows, by_machine, machine_labels, measurements
 from reports.tables import (Table, accuracy_table, machines_table, summary_table,
-                            throughput_table)
+                            throughput_groups)
 
 TITLE = "twinbench report"
 SAMPLE_NOTE = ("Some rows are marked as sample fixtures (machine.sample = true): they are "
@@ -20,6 +20,7 @@ class Rendered:
     html: Path
     plots: list[Path] = field(default_factory=list)
     summary: Table | None = None
+    answer: str = ""          # the verdict section's Markdown, what the CLI prints
 
 
 def render(rows: list[dict], out_dir, *, skipped: int = 0) -> Rendered:
@@ -43,20 +44,23 @@ def render(rows: list[dict], out_dir, *, skipped: int = 0) -> Rendered:
         source += f"; {skipped} unreadable or invalid file(s) skipped (named on stderr)"
     notes.append(source + ".")
 
-    sections: list[tuple[str, list]] = [("Summary", [summary])]
+    answer = verdict_parts(rows, labels, per_machine)
+    sections: list[tuple[str, list]] = [("Verdict: TensorFlow vs torch", answer),
+                                        ("Summary", [summary])]
     throughput_parts: list = []
     for mid, ms in per_machine.items():
         if ms:
-            throughput_parts += [("h3", f"{labels[mid]} (machine id {mid})"), throughput_table(ms)]
+            throughput_parts.append(("h3", f"{labels[mid]} (machine id {mid})"))
+            for (arch, phase), table in throughput_groups(ms).items():
+                throughput_parts += [("h4", f"{arch}, {phase}"), table]
     if throughput_parts:
         sections.append(("Throughput", throughput_parts))
     if accuracy:
         sections.append(("Accuracy", [accuracy_table(accuracy, labels)]))
-    matrix = attribution.matrix_table(rows, labels)
-    if matrix is not None:
-        sentences = attribution.attribution_sentences(rows, labels)
-        sections.append(("Fair comparison (same weights, same data order)",
-                         [matrix, *[("p", s) for s in sentences]]))
+    sentences = attribution.attribution_sentences(rows, labels)
+    if sentences:
+        sections.append(("Recipe or framework? (the matrix: same weights, same data order)",
+                         [("p", s) for s in sentences]))
     if pngs:
         sections.append(("Plots", [("img", p.name) for p in pngs]))
     sections.append(("Machines", [machines_table(groups, labels)]))
@@ -65,27 +69,55 @@ def render(rows: list[dict], out_dir, *, skipped: int = 0) -> Rendered:
     md_path.write_text(_markdown(TITLE, notes, sections), encoding="utf-8")
     html_path = out / "report.html"
     html_path.write_text(html.page(TITLE, notes, sections), encoding="utf-8")
-    return Rendered(md_path, html_path, pngs, summary)
+    return Rendered(md_path, html_path, pngs, summary, _parts_markdown(answer))
+
+
+VERDICT_NOTE = ("Each framework's best mode per architecture, phase and batch; the ratio is of "
+                "medians over timed rounds, its 95% interval a percentile bootstrap of those "
+                "rounds (noise within this run, not between runs). Accuracy: means over the "
+                "runs (n), gap against the band that reseeding alone produces.")
+
+
+def verdict_parts(rows, labels, per_machine) -> list:
+    """The report's first section: what was measured, answered (empty tables left out)."""
+    parts: list = []
+    speed = verdict.throughput_verdict(per_machine, labels)
+    accuracy = verdict.accuracy_verdict(rows, labels)
+    if speed is not None:
+        parts += [("h3", "Throughput"), speed]
+    if accuracy is not None:
+        parts += [("h3", "Accuracy (same recipe in both frameworks)"), accuracy]
+    if not parts:
+        return [("p", "No configuration or recipe was measured in both frameworks here: "
+                      "nothing to compare (the details below list what was measured).")]
+    return parts + [("p", VERDICT_NOTE)]
+
+
+def _parts_markdown(parts: list) -> str:
+    out = []
+    for part in parts:
+        if isinstance(part, Table):
+            out += [part.markdown(), ""]
+        elif part[0] == "img":
+            out += [f"![{part[1]}]({part[1]})", ""]
+        elif part[0] in ("h3", "h4"):
+            out += [f"{'#' * int(part[0][1])} {part[1]}", ""]
+        else:
+            out += [part[1], ""]
+    return "\n".join(out)
 
 
 def _markdown(title: str, notes: list[str], sections: list[tuple[str, list]]) -> str:
     out = [f"# {title}", ""]
     out += [f"> {n}\n" for n in notes]
     for heading, parts in sections:
-        out += [f"## {heading}", ""]
-        for part in parts:
-            if isinstance(part, Table):
-                out += [part.markdown(), ""]
-            elif part[0] == "img":
-                out += [f"![{part[1]}]({part[1]})", ""]
-            elif part[0] == "h3":
-                out += [f"### {part[1]}", ""]
-            else:
-                out += [part[1], ""]
+        out += [f"## {heading}", "", _parts_markdown(parts)]
     return "\n".join(out)
 
 
 def summary_markdown(rows: list[dict]) -> str:
-    """The summary table alone, as Markdown (what the end of a pytest run prints)."""
+    """The verdict and the summary table, as Markdown (what the end of a pytest run prints)."""
+    labels = machine_labels(rows)
     per_machine = {mid: measurements(group) for mid, group in by_machine(rows).items()}
-    return summary_table(rows, machine_labels(rows), per_machine).markdown()
+    return (_parts_markdown(verdict_parts(rows, labels, per_machine)) + "\n"
+            + summary_table(rows, labels, per_machine).markdown())

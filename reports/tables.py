@@ -47,6 +47,22 @@ def fmt_seconds(value: float | None) -> str:
     return DASH if value is None else f"{value:,.0f} s"
 
 
+# What each mode is, for tables and plots. TensorFlow's default mode is a tf.function graph
+# (what Keras's fit runs), whatever name its rows carry: older rows call it "eager"
+# (docs/methodology.md#throughput-protocol). A mode not listed here shows its row name.
+_TF_FUNCTION = "tf.function"
+MODE_LABELS = {
+    ("tf", "eager"): _TF_FUNCTION, ("tf", "graph"): _TF_FUNCTION, ("tf", "function"): _TF_FUNCTION,
+    ("tf", "tf_function"): _TF_FUNCTION, ("tf", "xla"): _TF_FUNCTION + " + XLA",
+    ("torch", "eager"): "eager", ("torch", "compiled"): "torch.compile",
+    ("torch", "cuda_graph"): "CUDA graph",
+}
+
+
+def mode_label(framework: str, mode: str) -> str:
+    return MODE_LABELS.get((framework, mode), mode)
+
+
 def status_cell(m: Measurement) -> str:
     """What the img/s column says for a configuration that produced no rounds."""
     return {"oom": "OOM", "error": "error"}.get(m.status, DASH)
@@ -55,30 +71,43 @@ def status_cell(m: Measurement) -> str:
 # --------------------------------------------------------------------------------------
 # Throughput, per machine
 # --------------------------------------------------------------------------------------
-THROUGHPUT_HEADERS = [*Config.COLUMNS, "rounds", "median img/s", "spread (IQR % of median)",
-                      "GFLOP/s", "% of ceiling"]
+THROUGHPUT_HEADERS = ["framework", "mode", "device", "precision", "batch", "rounds (n)",
+                      "median img/s", "spread (IQR % of median)", "GFLOP/s", "% of ceiling"]
 
 
-def throughput_table(measurements: dict[Config, Measurement]) -> Table:
-    rows = []
+def throughput_groups(measurements: dict[Config, Measurement]) -> dict[tuple[str, str], Table]:
+    """One table per architecture x phase (in the order the measurements are sorted), so a
+    reader finds a network's training figures together rather than in one long list."""
+    grouped: dict[tuple[str, str], list[Measurement]] = {}
     for config, m in measurements.items():
+        grouped.setdefault((config.arch, config.phase), []).append(m)
+    return {key: throughput_table(ms) for key, ms in grouped.items()}
+
+
+def throughput_table(measurements) -> Table:
+    """Rows for the given measurements (a list, or a Config -> Measurement dict)."""
+    items = measurements.values() if isinstance(measurements, dict) else measurements
+    rows = []
+    for m in items:
+        c = m.config
+        cells = [c.framework, mode_label(c.framework, c.mode), c.device, c.precision,
+                 str(c.batch_size), str(len(m.rounds))]
         if m.ok:
             iqr = stats.iqr_percent(m.rounds)
-            numbers = [str(len(m.rounds)), fmt_rate(m.median),
-                       DASH if iqr is None else f"{iqr:.1f}%",
-                       f"{m.flops_per_s / 1e9:,.1f}", fmt_percent(m.fraction_of_ceiling)]
+            cells += [fmt_rate(m.median), DASH if iqr is None else f"{iqr:.1f}%",
+                      DASH if m.flops_per_s is None else f"{m.flops_per_s / 1e9:,.1f}",
+                      fmt_percent(m.fraction_of_ceiling)]
         else:
-            numbers = [str(len(m.rounds)), status_cell(m), DASH, DASH, DASH]
-        rows.append(config.cells() + numbers)
-    align = ["left"] * 6 + ["right"] * 6
-    return Table(THROUGHPUT_HEADERS, rows, align)
+            cells += [status_cell(m), DASH, DASH, DASH]
+        rows.append(cells)
+    return Table(THROUGHPUT_HEADERS, rows, ["left"] * 4 + ["right"] * 6)
 
 
 # --------------------------------------------------------------------------------------
 # Accuracy, one line per run
 # --------------------------------------------------------------------------------------
 ACCURACY_HEADERS = ["machine", "framework", "arch", "device", "recipe", "comparison", "seed",
-                    "epochs", "final accuracy", "95% interval", "threshold", "time to threshold", "train time",
+                    "epochs", "final accuracy", "95% interval (test-set sampling)", "threshold", "time to threshold", "train time",
                     "train img/s"]
 
 
@@ -110,25 +139,30 @@ def _time_to_threshold(row: dict) -> str:
 
 
 # --------------------------------------------------------------------------------------
-# Summary: accuracy, images/s and time to accuracy per machine x framework x arch x device
+# Summary: accuracy, images/s and time to accuracy per machine x framework x arch x recipe
 # --------------------------------------------------------------------------------------
-SUMMARY_HEADERS = ["machine", "framework", "arch", "device", "runs",
-                   "final accuracy (mean ± std, min-max)", "time to threshold (median, reached)",
-                   "train img/s (recipe runs)", "best train img/s (benchmark)"]
+SUMMARY_HEADERS = ["machine", "framework", "arch", "device", "recipe", "data", "runs",
+                   "final accuracy (mean, n; ± seed-to-seed std from 3 runs)",
+                   "time to threshold (median of runs that reached it)",
+                   "train img/s (recipe runs, median)", "best train img/s (benchmark)"]
+MIN_RUNS_FOR_STD = 3   # a standard deviation of two runs is one difference: not shown
 
 
 def summary_table(rows: list[dict], labels: dict[str, str],
                   per_machine: dict[str, dict[Config, Measurement]]) -> Table:
-    """ONE table answering "how accurate, how fast, how soon" for each framework x arch x device.
+    """ONE table answering "how accurate, how fast, how soon" per machine x framework x arch x
+    device x recipe x data source x kind of run (matrix runs share initial weights with the
+    other framework; independent runs do not): unlike runs are never pooled.
 
-    Accuracy and time-to-threshold come from accuracy rows (full training runs); the best
-    training img/s comes from the throughput rows (any mode or batch), named with its setting.
-    The machine is part of the key because numbers from different hardware must not be pooled.
+    The best training img/s comes from the throughput rows (any mode or batch) of the same
+    machine, framework, arch and device, named with its setting.
     """
     groups: dict[tuple, list[dict]] = {}
     for r in rows:
         if r["kind"] == "accuracy":
-            key = (r["machine"]["id"], r["framework"], r["arch"], r["device"])
+            kind = "matrix" if r.get("comparison") == "matrix" else "gate"
+            key = (r["machine"]["id"], r["framework"], r["arch"], r["device"], r["recipe"],
+                   f"{r.get('data', {}).get('source', '?')} ({kind})")
             groups.setdefault(key, []).append(r)
     best: dict[tuple, Measurement] = {}
     for mid, ms in per_machine.items():
@@ -137,14 +171,16 @@ def summary_table(rows: list[dict], labels: dict[str, str],
                 key = (mid, config.framework, config.arch, config.device)
                 if key not in best or m.median > best[key].median:
                     best[key] = m
+    keys = list(groups) + [k + (DASH, DASH) for k in best
+                           if not any(g[:4] == k for g in groups)]
     lines = []
-    for key in sorted(set(groups) | set(best), key=lambda k: (labels[k[0]], k[2], k[3], k[1])):
+    for key in sorted(keys, key=lambda k: (labels[k[0]], k[2], k[3], k[4], k[1], k[5])):
         runs = groups.get(key, [])
-        lines.append([labels[key[0]], key[1], key[2], key[3], str(len(runs)),
+        lines.append([labels[key[0]], *key[1:6], str(len(runs)),
                       _accuracy_cell(runs), _threshold_cell(runs),
                       fmt_rate(statistics.median(r["images_per_s"] for r in runs)) if runs else DASH,
-                      _best_cell(best.get(key))])
-    align = ["left"] * 4 + ["right"] * 5
+                      _best_cell(best.get(key[:4]))])
+    align = ["left"] * 6 + ["right"] * 5
     return Table(SUMMARY_HEADERS, lines, align)
 
 
@@ -152,11 +188,12 @@ def _accuracy_cell(runs: list[dict]) -> str:
     if not runs:
         return DASH
     acc = [r["final_accuracy"] for r in runs]
-    if len(acc) == 1:
-        return fmt_percent(acc[0])
-    spread = 100 * statistics.stdev(acc)
-    return (f"{fmt_percent(statistics.fmean(acc))} ± {spread:.1f} "
-            f"({fmt_percent(min(acc))}-{fmt_percent(max(acc))})")
+    text = f"{fmt_percent(statistics.fmean(acc))} (n={len(acc)}"
+    if len(acc) >= MIN_RUNS_FOR_STD:
+        text += f"; ± {100 * statistics.stdev(acc):.1f}"
+    if len(acc) > 1:
+        text += f"; {fmt_percent(min(acc))}-{fmt_percent(max(acc))}"
+    return text + ")"
 
 
 def _threshold_cell(runs: list[dict]) -> str:
@@ -166,7 +203,7 @@ def _threshold_cell(runs: list[dict]) -> str:
     reached = [r["time_to_threshold_s"] for r in with_threshold if r["time_to_threshold_s"] is not None]
     thresholds = sorted({r["threshold"] for r in with_threshold})
     target = "/".join(fmt_percent(t, 0) for t in thresholds)
-    count = f"{len(reached)}/{len(with_threshold)}"
+    count = f"reached in {len(reached)} of {len(with_threshold)} runs"
     if not reached:
         return f"not reached {target} ({count})"
     return f"{fmt_seconds(statistics.median(reached))} to {target} ({count})"
@@ -175,7 +212,8 @@ def _threshold_cell(runs: list[dict]) -> str:
 def _best_cell(m: Measurement | None) -> str:
     if m is None:
         return DASH
-    return f"{fmt_rate(m.median)} ({m.config.mode}, batch {m.config.batch_size})"
+    mode = mode_label(m.config.framework, m.config.mode)
+    return f"{fmt_rate(m.median)} ({mode}, batch {m.config.batch_size}, n={len(m.rounds)})"
 
 
 # --------------------------------------------------------------------------------------

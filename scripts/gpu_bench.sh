@@ -1,37 +1,52 @@
 #!/usr/bin/env bash
-# The throughput tier on one GPU, torch only (the lent H100 has no TensorFlow), in about five
-# minutes; everything it writes goes under $OUT.
+# The throughput tier on one GPU, in a bounded time, with its report:
 #
-#   OUT=/tmp/out scripts/gpu_bench.sh            # PYTHON=... to choose the interpreter
-#   OUT=/tmp/out DEVICE=cpu BUDGET_S=600 scripts/gpu_bench.sh   # a dry run of the script on a
-#                                                 # CPU (no OOM probe there: see step 4)
+#   bash scripts/gpu_bench.sh OUTDIR [--device gpu|cpu] [--budget S] [--framework tf|torch]...
 #
-# Steps (each logged to $OUT/gpu_bench.log; a failing step does not stop the later ones, and
-# the script's exit code is the first failure's):
+# OUTDIR      where the rows (results/), the OOM probe's rows (oom-probe/), pytest-benchmark's
+#             JSON, the log (gpu_bench.log) and the report (report/, report.md) go (created).
+# --device    cpu: a dry run of the script on a CPU (CPU batch sizes; no OOM probe: a CPU does
+#             not raise on a huge batch, the operating system's OOM killer ends the process).
+# --budget    seconds for the whole script (default 900); torch.compile gets what is left.
+# --framework passed to pytest (repeatable); default: every installed framework.
+# PYTHON=...  the interpreter (default: the .venv `bash run.sh` builds, else python3).
+#
+# Steps (each logged; a failing step does not stop the later ones, and the script's exit code
+# is the first failure's):
 #   1. preflight: the packages, the GPU, the precision switches;
-#   2. the unit tests of the tier on the GPU: the captured CUDA-graph step must train exactly
-#      as eager steps do, OOM handling, per-round synchronization (about 20 s);
-#   3. the benchmark: keras_cnn and lenet, batch 32/512/8192, train and infer, eager and
-#      cuda_graph, plus the harness-overhead check (about 2-3 min);
-#   4. a real OOM: keras_cnn training at batch 524,288 (about 60 GB of activations on top of
-#      a 6 GB input) must become an "oom" row, and batch 512 right after it must still run;
-#      written to $OUT/oom-probe, apart from the main rows. GPU only: a CPU does not raise
-#      on such a batch, the operating system's OOM killer ends the process instead;
+#   2. the unit tests of the tier on the device: the captured CUDA-graph step must train
+#      exactly as eager steps do, OOM handling, per-round synchronization;
+#   3. the benchmark: keras_cnn and lenet, batch 32/512/8192, train and infer, every mode but
+#      torch.compile, plus the harness-overhead check;
+#   4. a real OOM (GPU only): keras_cnn training at batch 524,288 (about 60 GB of activations
+#      on top of a 6 GB input; on a card with more memory it may fit, which the probe reports)
+#      must become an "oom" row, and batch 512 right after it must still run;
 #   5. torch.compile at batch 512 only, time-boxed by what is left of the budget: compiling
 #      forward and backward takes tens of seconds per configuration, and at batch 512 it was
-#      slower than eager on the H100 (FACTS.md). A configuration cut off by the time box
-#      writes no row; rows finished before it stay (each row is its own file);
+#      slower than eager on an H100 (docs/methodology.md#gpu). A configuration cut off by the
+#      time box writes no row; rows finished before it stay (each row is its own file);
 #   6. the report: python -m reports render.
-# The device tool returns at most 8 files from $OUT, so the results and the report are also
-# packed into $OUT/gpu_bench.tar.gz at the end; report.md is copied to $OUT for reading.
 set -u -o pipefail
-
-: "${OUT:?set OUT to the directory where results, report and log go}"
-PYTHON=${PYTHON:-python3}
-DEVICE=${DEVICE:-gpu}
-BUDGET_S=${BUDGET_S:-300}          # the whole script, all steps
-cd "$(dirname "$0")/.." || exit 2
+usage() { echo "usage: bash scripts/gpu_bench.sh OUTDIR [--device gpu|cpu] [--budget S] [--framework tf|torch]..." >&2; exit 2; }
+[ $# -ge 1 ] || usage
+case "$1" in -*) usage ;; esac
+OUT=$1; shift
+DEVICE=gpu
+BUDGET_S=900
+FRAMEWORKS=()
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --device) [ $# -ge 2 ] && [[ $2 =~ ^(gpu|cpu)$ ]] || usage; DEVICE=$2; shift 2 ;;
+    --budget) [ $# -ge 2 ] && [[ $2 =~ ^[0-9]+$ ]] || usage; BUDGET_S=$2; shift 2 ;;
+    --framework) [ $# -ge 2 ] || usage; FRAMEWORKS+=(--framework "$2"); shift 2 ;;
+    *) echo "gpu_bench.sh: unknown argument '$1'" >&2; usage ;;
+  esac
+done
 mkdir -p "$OUT" || exit 2
+OUT=$(cd "$OUT" && pwd)
+cd "$(dirname "$0")/.." || exit 2
+if [ -z "${PYTHON:-}" ] && [ -x .venv/bin/python ]; then PYTHON=.venv/bin/python; fi
+PYTHON=${PYTHON:-python3}
 LOG="$OUT/gpu_bench.log"
 : >"$LOG"
 START=$(date +%s)
@@ -86,7 +101,7 @@ EOF
 nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,temperature.gpu,power.draw \
   --format=csv 2>&1 | tee -a "$LOG" || true
 
-PYTEST=("$PYTHON" -m pytest -p no:cacheprovider --framework torch --device "$DEVICE" -ra)
+PYTEST=("$PYTHON" -m pytest -p no:cacheprovider ${FRAMEWORKS[@]+"${FRAMEWORKS[@]}"} --device "$DEVICE" -ra)
 if [ "$DEVICE" = gpu ]; then BATCHES=(32 512 8192); else BATCHES=(32 256 1024); fi
 
 # -- 2. unit tests of the tier on the GPU -------------------------------------------------
@@ -94,7 +109,7 @@ run unit-tests 60 "${PYTEST[@]}" suites/test_throughput.py -q
 
 # -- 3. the benchmark --------------------------------------------------------------------
 run benchmark $(($(left) - 90)) "${PYTEST[@]}" -m benchmark -k "not compiled" \
-  --arch keras_cnn --arch lenet "${BATCHES[@]/#/--batch-size=}" \
+  "${BATCHES[@]/#/--batch-size=}" \
   --results="$OUT/results" --benchmark-json="$OUT/pytest-benchmark.json"
 
 # -- 4. a real OOM, and the next configuration after it --------------------------------
@@ -115,7 +130,7 @@ fi
 # -- 5. torch.compile, time-boxed ---------------------------------------------------------
 before=$STATUS
 run compiled $(($(left) - 20)) "${PYTEST[@]}" -m benchmark suites/test_throughput.py::test_throughput \
-  -k "compiled" --arch keras_cnn --arch lenet --batch-size 512 --results="$OUT/results"
+  -k "compiled" --batch-size 512 --results="$OUT/results"
 # The time box is a budget decision, not a failure of the code.
 [ $? -eq 124 ] && STATUS=$before
 
@@ -123,10 +138,5 @@ run compiled $(($(left) - 20)) "${PYTEST[@]}" -m benchmark suites/test_throughpu
 run render 30 "$PYTHON" -m reports render "$OUT/results" --out "$OUT/report"
 [ -f "$OUT/report/report.md" ] && cp "$OUT/report/report.md" "$OUT/report.md"
 
-packed=()
-for d in results report oom-probe; do [ -d "$OUT/$d" ] && packed+=("$d"); done
-if [ "${#packed[@]}" -gt 0 ] && tar -C "$OUT" -czf "$OUT/gpu_bench.tar.gz" "${packed[@]}" 2>>"$LOG"; then
-  for d in "${packed[@]}"; do rm -rf "${OUT:?}/$d"; done
-fi
-log "done in $(($(date +%s) - START))s, exit code $STATUS; rows and report in $OUT/gpu_bench.tar.gz"
+log "done in $(($(date +%s) - START))s, exit code $STATUS; rows in $OUT/results, report in $OUT/report.md"
 exit "$STATUS"

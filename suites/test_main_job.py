@@ -38,3 +38,31 @@ def test_compare_with_nothing_measured_says_so(tmp_path):
     assert done.returncode != 0
     assert "nothing to render" in done.stderr
     assert not (tmp_path / "o" / "report.md").exists()
+
+
+def tf_build(tmp_path, nvidia_smi: str | None, **env) -> subprocess.CompletedProcess:
+    """`bash run.sh --print-tf-build` with a fake nvidia-smi (a shell body) or none on PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir(exist_ok=True)
+    fake = bin_dir / "nvidia-smi"
+    fake.unlink(missing_ok=True)
+    if nvidia_smi is not None:
+        fake.write_text("#!/bin/sh\n" + nvidia_smi + "\n")
+        fake.chmod(0o755)
+    path = f"{bin_dir}:/usr/bin:/bin"
+    return subprocess.run(["bash", str(ROOT / "run.sh"), "--print-tf-build"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60,
+                          env={"PATH": path, **env})
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the CUDA build is chosen on Linux only")
+def test_run_sh_installs_tensorflow_for_the_gpu_where_a_driver_answers(tmp_path):
+    gpu = tf_build(tmp_path, 'echo "GPU 0: NVIDIA H100 80GB HBM3 (UUID: GPU-0)"')
+    assert (gpu.returncode, gpu.stdout.strip()) == (0, "cuda"), gpu.stderr
+    broken_driver = tf_build(tmp_path, "echo 'NVIDIA-SMI has failed' >&2; exit 9")
+    assert broken_driver.stdout.strip() == "cpu"
+    assert tf_build(tmp_path, None).stdout.strip() == "cpu"
+    forced = tf_build(tmp_path, None, TWINBENCH_TF_BUILD="cuda")
+    assert forced.stdout.strip() == "cuda"
+    wrong = tf_build(tmp_path, None, TWINBENCH_TF_BUILD="rocm")
+    assert wrong.returncode == 2 and "must be cuda or cpu" in wrong.stderr
