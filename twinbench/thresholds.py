@@ -6,7 +6,8 @@ The JPEG copy of the data set (docs/methodology.md#data): pixels re-encoded at a
 75, so the same recipes land a few points lower. Independent runs (keras_cnn_adam 65.1-66.5% in
 TensorFlow and 66.8-68.9% in torch; lenet_sgd 59.6-62.2%) put the gates about three standard
 deviations under the measured means: 63% and 58% (docs/methodology.md#accuracy-gates).
-The gate itself is a lower confidence bound of the mean (accuracy_gate, below).
+The gate fails a recipe when an upper confidence bound of its mean is below the threshold
+(accuracy_gate, below).
 An unknown source has no threshold: never a silent default.
 """
 from __future__ import annotations
@@ -52,7 +53,7 @@ def wilson_interval(accuracy: float, n: int = TEST_IMAGES, z: float = 1.96) -> t
 def summarize(accuracies: list[float], threshold: float | None = None, *,
               source: str | None = None, seed_std: float | None = None) -> dict:
     """n, mean, std (ddof=1; None below MIN_SEEDS_FOR_STD runs), min, max, and the value the
-    gate compares: the lower confidence bound of accuracy_gate (see there)."""
+    gate compares: the upper confidence bound of accuracy_gate (see there)."""
     if not accuracies:
         raise ValueError("no accuracies to summarize")
     gate = accuracy_gate(accuracies, threshold if threshold is not None else 0.0,
@@ -60,7 +61,7 @@ def summarize(accuracies: list[float], threshold: float | None = None, *,
     return {"n": gate.n, "mean": gate.mean,
             "std": gate.std if gate.n >= MIN_SEEDS_FOR_STD else None,
             "min": min(accuracies), "max": max(accuracies),
-            "gated_value": gate.lower_bound, "gate_rule": gate.rule}
+            "gated_value": gate.upper_bound, "gate_rule": gate.rule}
 
 
 # -- the fair-comparison matrix ---------------------------------------------------------------
@@ -82,16 +83,22 @@ def matrix_gap_bound(seeds_per_framework: int) -> float:
 
 
 # -- accuracy gates that get stricter with seeds (docs/methodology.md#accuracy-gates) -----------
-# The gate compares a one-sided lower confidence bound of the recipe's mean accuracy with the
-# threshold: mean - z * sigma / sqrt(n), sigma the seed-to-seed standard deviation. It passes
-# when the data show, at GATE_CONFIDENCE, that the recipe's mean reaches the threshold. Adding
-# seeds shrinks the bound's margin, so a healthy recipe fails less often and a regressed one
-# is caught more often; the old rule, mean - 1 x sample std, did the opposite (its margin does
-# not shrink with n, and its false-fail rate for a recipe one point above the gate grew).
+# A recipe fails its gate only when the data show, at GATE_CONFIDENCE, that its mean accuracy
+# lies below the threshold: the one-sided upper confidence bound of the mean,
+# mean + z * sigma / sqrt(n) (sigma the seed-to-seed standard deviation), is below it.
+# So a recipe whose true mean sits at or above its threshold fails at most 1 - GATE_CONFIDENCE
+# of the time whatever the number of seeds (the CI gate does not cry wolf), and the margin
+# z * sigma / sqrt(n) shrinks as seeds are added: the gate tightens towards "mean >= threshold",
+# a healthy recipe fails less often and a regressed one is caught more often. The old rule,
+# mean - 1 x sample std, did the opposite: its margin does not shrink with n, so its false-fail
+# rate for a recipe one point above the gate grew with seeds.
+# Why not the lower bound (pass only when the data show the mean is above the threshold)?
+# That bound loosens with seeds, and at one seed it fails the canonical TensorFlow reference
+# (71% published) against its 70% gate most of the time: a gate that fails healthy recipes.
 # sigma is the prior per data source (the sample std of a handful of seeds is too noisy to
 # set a bound: with 3 seeds it is off by 40% one time in three), so one seed still decides;
 # the sample std is reported beside it, and a prior below it is flagged.
-GATE_CONFIDENCE = 0.90
+GATE_CONFIDENCE = 0.95
 # Prior seed-to-seed standard deviation per data source: SEED_STD until the measured spread
 # of the 10-seed runs lands (docs/methodology.md#seed-spread).
 SEED_STD_BY_SOURCE: dict[str, float] = {"cifar10": SEED_STD, "cifar10-jpeg": SEED_STD}
@@ -110,15 +117,16 @@ class AccuracyGate:
     mean: float
     std: float | None          # sample std of the seeds (ddof=1); None for one seed
     seed_std: float            # the spread the bound uses (the prior unless given)
-    lower_bound: float
+    upper_bound: float         # one-sided GATE_CONFIDENCE upper bound of the mean
     threshold: float
     rule: str
 
 
 def accuracy_gate(accuracies, threshold: float, *, seed_std: float | None = None,
                   source: str | None = None, confidence: float = GATE_CONFIDENCE) -> AccuracyGate:
-    """Pass when the one-sided `confidence` lower bound of the mean accuracy reaches `threshold`:
-    mean - z * sigma / sqrt(n), sigma = seed_std or the prior of `source` (prior_seed_std)."""
+    """Fail only when the one-sided `confidence` upper bound of the mean accuracy,
+    mean + z * sigma / sqrt(n), lies below `threshold` (sigma = seed_std or the prior of
+    `source`, prior_seed_std)."""
     values = [float(a) for a in accuracies]
     if not values:
         raise ValueError("no accuracies to gate")
@@ -127,8 +135,8 @@ def accuracy_gate(accuracies, threshold: float, *, seed_std: float | None = None
     std = math.sqrt(sum((a - mean) ** 2 for a in values) / (n - 1)) if n > 1 else None
     sigma = seed_std if seed_std is not None else prior_seed_std(source)
     z = _NORMAL.inv_cdf(confidence)
-    bound = mean - z * sigma / math.sqrt(n)
-    rule = (f"{confidence:.0%} lower bound of the mean = mean - {z:.2f} x {sigma:.2%} / "
+    bound = mean + z * sigma / math.sqrt(n)
+    rule = (f"{confidence:.0%} upper bound of the mean = mean + {z:.2f} x {sigma:.2%} / "
             f"sqrt({n}) (seed std {'given' if seed_std is not None else 'prior'})")
     if std is not None and n >= MIN_SEEDS_FOR_STD and std > sigma:
         rule += f"; the seeds' own std {std:.2%} exceeds it: update the prior"
@@ -140,7 +148,7 @@ def false_fail_rate(n: int, *, above: float = 0.01, seed_std: float = SEED_STD,
     """Chance that accuracy_gate fails a recipe whose true mean is `above` over its threshold
     (normal seed-to-seed noise of std seed_std)."""
     z = _NORMAL.inv_cdf(confidence)
-    return _NORMAL.cdf(z - above * math.sqrt(n) / seed_std)
+    return _NORMAL.cdf(-z - above * math.sqrt(n) / seed_std)
 
 
 def regression_power(n: int, *, above: float = 0.01, drop: float = 0.02,
