@@ -1,0 +1,63 @@
+"""Targets for suites/test_xdist.py: tests that mean something only inside the pytest sessions
+it starts (xdist gateways with other working directories, an ssh worker, shards). The mode in
+TWINBENCH_XDIST_TARGETS says which; run without it, they skip with the reason."""
+from __future__ import annotations
+
+import os
+from types import SimpleNamespace
+
+import pytest
+
+from fixtures import cells
+from fixtures.robust import throughput_fields
+from fixtures.session import settings
+from twinbench.train import Epoch, Run
+
+MODE = os.environ.get("TWINBENCH_XDIST_TARGETS")
+if not MODE:
+    pytest.skip("targets of suites/test_xdist.py, run only in its child sessions "
+                "(TWINBENCH_XDIST_TARGETS unset)", allow_module_level=True)
+
+WRITERS = 4            # test items writing rows, spread over the workers
+ROWS_PER_WRITER = 5
+# Fake final accuracies by framework and seed for the accuracy cells (mode "cells": the gates
+# pass, 0.61 - 0.01 >= 0.58 for lenet_sgd; "cells-low": every run under its threshold).
+# CRASH: in mode "cells-crash", the run whose worker dies mid-test (os._exit), as an
+# out-of-memory kill would end it.
+ACCURACIES = {"cells": {"tf": (0.70, 0.71, 0.69), "torch": (0.61, 0.62, 0.60)},
+              "cells-low": {"tf": (0.50, 0.51, 0.49), "torch": (0.50, 0.51, 0.49)}}
+CRASH = ("torch", 1)
+FAKE_DATA = SimpleNamespace(name="cifar10-jpeg", digest="synthetic")
+
+
+def pytest_generate_tests(metafunc):
+    if "run_spec" in metafunc.fixturenames:
+        cells.parametrize(metafunc, cells.accuracy_runs(settings(metafunc.config)))
+
+
+@pytest.mark.parametrize("writer", range(WRITERS))
+def test_rows_travel_home(writer, request, results):
+    framework_name = settings(request.config).frameworks[0]
+    for seq in range(ROWS_PER_WRITER):
+        results.write(throughput_fields(framework_name, "lenet", 1000.0 + seq, writer=writer,
+                                        seq=seq, cwd=os.getcwd()))
+
+
+@pytest.mark.benchmark
+def test_lone_worker_measures(benchmark, results, request):
+    """On a worker alone on its host pytest-benchmark must measure (fixtures/workers.py)."""
+    benchmark.pedantic(sum, args=(range(1000),), rounds=3)
+    framework_name = settings(request.config).frameworks[0]
+    results.write(throughput_fields(framework_name, "lenet", 1000.0, writer="benchmark",
+                                    benchmark_disabled=benchmark.disabled, cwd=os.getcwd()))
+    assert not benchmark.disabled
+
+
+def test_fake_training(run_spec, results):
+    """Stands for one accuracy run: a row with a fixed final accuracy, or a crash."""
+    if (run_spec.framework, run_spec.seed) == CRASH and MODE == "cells-crash":
+        os._exit(3)
+    accuracies = ACCURACIES["cells" if MODE == "cells-crash" else MODE][run_spec.framework]
+    run = Run(run_spec.framework, run_spec.device, run_spec.arch, run_spec.recipe, run_spec.seed,
+              epochs=[Epoch(1, 1.0, accuracies[run_spec.seed], 1.0)], initial_weights="synthetic")
+    results.write(run.row(50_000, FAKE_DATA))
