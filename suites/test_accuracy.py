@@ -17,42 +17,32 @@ import pytest
 
 from fixtures import cells
 from fixtures.frameworks import adapter
-from fixtures.session import settings
 from twinbench import thresholds
 from twinbench.recipes import RECIPES
 from twinbench.train import train
 
 pytestmark = pytest.mark.accuracy
 
-# Ten classes: a run at or below 10% learned nothing (diverged, or its labels are scrambled).
-# Such a run fails its own item at once, whatever the gate over all seeds says later.
-CHANCE_ACCURACY = 0.10
 
-
-def pytest_generate_tests(metafunc):
-    if "run_spec" in metafunc.fixturenames:
-        cells.parametrize(metafunc, cells.accuracy_runs(settings(metafunc.config)))
-
-
-def test_reference_recipe_reaches_threshold(run_spec, load_split, data_source, results, progress,
-                                            record_property):
-    framework = adapter(run_spec.framework, run_spec.device)
-    recipe = RECIPES[run_spec.recipe]
+def test_reference_recipe_reaches_threshold(accuracy_run, load_split, data_source, results,
+                                            progress, record_property):
+    framework = adapter(accuracy_run.framework, accuracy_run.device)
+    recipe = RECIPES[accuracy_run.recipe]
     try:
         gate = thresholds.threshold(data_source.name, recipe.name)
     except thresholds.NoThreshold as exc:
         pytest.fail(f"saw data source {data_source.name!r} at {data_source.path}: {exc}")
 
     train_set, test_set = load_split("trainval"), load_split("test")
-    run = train(framework, recipe, train_set, test_set, seed=run_spec.seed, threshold=gate,
+    run = train(framework, recipe, train_set, test_set, seed=accuracy_run.seed, threshold=gate,
                 progress=progress)
     results.write(run.row(len(train_set.labels), data_source))
     record_property("final_accuracy", run.final_accuracy)
     low, high = thresholds.wilson_interval(run.final_accuracy, len(test_set.labels))
-    summary = (f"{run_spec.framework}/{recipe.name} seed {run_spec.seed}: final test accuracy "
-               f"{run.final_accuracy:.2%} (95% interval {low:.2%}-{high:.2%}), "
+    summary = (f"{accuracy_run.framework}/{recipe.name} seed {accuracy_run.seed}: final test "
+               f"accuracy {run.final_accuracy:.2%} (95% interval {low:.2%}-{high:.2%}), "
                f"{run.train_seconds:,.0f} s of training, "
                f"{run.images_per_s(len(train_set.labels)):,.0f} img/s; gated with the other "
                f"seeds at the end of the session (threshold {gate:.0%})")
     progress(summary)
-    assert run.final_accuracy > CHANCE_ACCURACY, f"learned nothing: {summary}"
+    cells.assert_learned(run.final_accuracy, summary)

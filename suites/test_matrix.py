@@ -20,38 +20,29 @@ import pytest
 import models
 from fixtures import cells
 from fixtures.frameworks import adapter
-from fixtures.session import settings
 from twinbench.recipes import RECIPES
 from twinbench.train import train
 
 pytestmark = [pytest.mark.matrix, pytest.mark.slow]
 
-# Ten classes: a run at or below 10% learned nothing; its item fails at once.
-CHANCE_ACCURACY = 0.10
 
-
-def pytest_generate_tests(metafunc):
-    if "run_spec" in metafunc.fixturenames:
-        cells.parametrize(metafunc, cells.matrix_runs(settings(metafunc.config)))
-
-
-def test_frameworks_reach_the_same_accuracy(run_spec, load_split, data_source, results, progress,
-                                            record_property):
-    arch = models.get(run_spec.arch)
-    keras = adapter("tf", run_spec.device)
-    framework = adapter(run_spec.framework, run_spec.device)
-    recipe = dataclasses.replace(RECIPES[run_spec.recipe], arch=arch.name)
+def test_frameworks_reach_the_same_accuracy(matrix_run, load_split, data_source, results,
+                                            progress, record_property):
+    arch = models.get(matrix_run.arch)
+    keras = adapter("tf", matrix_run.device)
+    framework = adapter(matrix_run.framework, matrix_run.device)
+    recipe = dataclasses.replace(RECIPES[matrix_run.recipe], arch=arch.name)
     train_set, test_set = load_split("trainval"), load_split("test")
     # Keras's initializer makes the starting point; both twins' items start from a copy of it
     # (the verdict checks that their rows record the same weights digest).
-    initial = keras.get_weights(keras.build(arch, seed=run_spec.seed))
-    run = train(framework, recipe, train_set, test_set, seed=run_spec.seed,
+    initial = keras.get_weights(keras.build(arch, seed=matrix_run.seed))
+    run = train(framework, recipe, train_set, test_set, seed=matrix_run.seed,
                 initial_weights=initial, progress=progress)
     row = run.row(len(train_set.labels), data_source)
     row["comparison"] = "matrix"
     results.write(row)
     record_property("final_accuracy", run.final_accuracy)
-    summary = (f"matrix {arch.name}/{recipe.name} {run_spec.framework} seed {run_spec.seed}: "
+    summary = (f"matrix {arch.name}/{recipe.name} {matrix_run.framework} seed {matrix_run.seed}: "
                f"final test accuracy {run.final_accuracy:.2%}; compared at the end of the session")
     progress(summary)
-    assert run.final_accuracy > CHANCE_ACCURACY, f"learned nothing: {summary}"
+    cells.assert_learned(run.final_accuracy, summary)

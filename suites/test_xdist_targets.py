@@ -8,7 +8,6 @@ from types import SimpleNamespace
 
 import pytest
 
-from fixtures import cells
 from fixtures.robust import throughput_fields
 from fixtures.session import settings
 from twinbench.train import Epoch, Run
@@ -30,11 +29,6 @@ CRASH = ("torch", 1)
 FAKE_DATA = SimpleNamespace(name="cifar10-jpeg", digest="synthetic")
 
 
-def pytest_generate_tests(metafunc):
-    if "run_spec" in metafunc.fixturenames:
-        cells.parametrize(metafunc, cells.accuracy_runs(settings(metafunc.config)))
-
-
 @pytest.mark.parametrize("writer", range(WRITERS))
 def test_rows_travel_home(writer, request, results):
     framework_name = settings(request.config).frameworks[0]
@@ -53,11 +47,12 @@ def test_lone_worker_measures(benchmark, results, request):
     assert not benchmark.disabled
 
 
-def test_fake_training(run_spec, results):
+def test_fake_training(accuracy_run, results):
     """Stands for one accuracy run: a row with a fixed final accuracy, or a crash."""
-    if (run_spec.framework, run_spec.seed) == CRASH and MODE == "cells-crash":
+    if (accuracy_run.framework, accuracy_run.seed) == CRASH and MODE == "cells-crash":
         os._exit(3)
-    accuracies = ACCURACIES["cells" if MODE == "cells-crash" else MODE][run_spec.framework]
-    run = Run(run_spec.framework, run_spec.device, run_spec.arch, run_spec.recipe, run_spec.seed,
-              epochs=[Epoch(1, 1.0, accuracies[run_spec.seed], 1.0)], initial_weights="synthetic")
+    accuracies = ACCURACIES["cells" if MODE == "cells-crash" else MODE][accuracy_run.framework]
+    r = accuracy_run
+    run = Run(r.framework, r.device, r.arch, r.recipe, r.seed,
+              epochs=[Epoch(1, 1.0, accuracies[r.seed], 1.0)], initial_weights="synthetic")
     results.write(run.row(50_000, FAKE_DATA))

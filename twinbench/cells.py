@@ -82,7 +82,8 @@ def _run_label(spec: RunSpec) -> str:
 def accuracy_gate(accuracies: list[float], threshold: float) -> tuple[bool, str, dict]:
     """(passed, explanation, figures) of the accuracy gate over one cell's seeds."""
     stats = thresholds.summarize(accuracies)
-    spread = f"mean {stats['mean']:.2%}, std {stats['std']:.2%}, " if stats["std"] is not None else ""
+    spread = ("" if stats["std"] is None else
+              f"mean {stats['mean']:.2%}, std {stats['std']:.2%}, ")
     text = (f"{stats['n']} run(s), {spread}min {stats['min']:.2%}, max {stats['max']:.2%}; gate "
             f"{stats['gate_rule']} = {stats['gated_value']:.2%} vs threshold {threshold:.0%}")
     return stats["gated_value"] >= threshold, text, {**stats, "threshold": threshold}
@@ -119,7 +120,8 @@ class Verdict:
         return cell_label(self.cell)
 
     def lines(self) -> list[str]:
-        return [f"{self.status.upper()} {self.label}: {self.text}"] + [f"  {p}" for p in self.problems]
+        head = f"{self.status.upper()} {self.label}: {self.text}"
+        return [head] + [f"  {p}" for p in self.problems]
 
     def record(self) -> dict:
         return {**asdict(self), "cell": self.label, "cell_key": list(self.cell)}
