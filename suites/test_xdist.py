@@ -1,5 +1,5 @@
 """Scale-out on pytest-xdist (docs/methodology.md#scale-out), each shown by a pytest session of
-its own running the synthetic targets in suites/test_xdist_targets.py (no training):
+its own running the synthetic targets in suites/xdist_targets.py (no training):
 
 1. rows come home: workers in other working directories (two popen gateways, each in its own
    copy of the project) and a worker behind a real ssh gateway to localhost write no row
@@ -29,12 +29,12 @@ from twinbench.cells import VERDICTS_FILE, read_verdicts
 from twinbench.cells import main as cells_main
 from twinbench.results import read_rows
 
-TARGETS = "suites/test_xdist_targets.py"
+TARGETS = "suites/xdist_targets.py"   # not test_*.py: only these sessions collect it
 TARGETS_ENV = "TWINBENCH_XDIST_TARGETS"
 SESSION_TIMEOUT_S = 300      # a child session that takes longer has hung: the test fails
 SSHD_START_S = 10            # sshd listens within a fraction of a second; this is generous
 USAGE_ERROR, TESTS_FAILED = 4, 1
-ROWS = 4 * 5                 # test_xdist_targets: WRITERS x ROWS_PER_WRITER
+ROWS = 4 * 5                 # xdist_targets: WRITERS x ROWS_PER_WRITER
 # A copy of the project stands for a checkout on another host: everything but VCS data,
 # caches and earlier results.
 COPY_IGNORE = shutil.ignore_patterns(".*", "__pycache__", "*.pyc", "results", "out", "data")

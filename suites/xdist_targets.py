@@ -1,6 +1,7 @@
 """Targets for suites/test_xdist.py: tests that mean something only inside the pytest sessions
-it starts (xdist gateways with other working directories, an ssh worker, shards). The mode in
-TWINBENCH_XDIST_TARGETS says which; run without it, they skip with the reason."""
+it starts (xdist gateways with other working directories, an ssh worker, shards). Not named
+test_*.py, so only those sessions collect it (`-o testpaths=suites/xdist_targets.py`); the mode
+in TWINBENCH_XDIST_TARGETS says which targets do what; run without it, they skip."""
 from __future__ import annotations
 
 import os
