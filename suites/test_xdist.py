@@ -14,7 +14,6 @@ its own running the synthetic targets in suites/xdist_targets.py (no training):
 from __future__ import annotations
 
 import getpass
-import json
 import os
 import shutil
 import socket
@@ -24,7 +23,7 @@ from pathlib import Path
 
 import pytest
 
-from fixtures.robust import ROOT, any_framework, child_env, python
+from fixtures.robust import ROOT, Background, Finished, any_framework, child_env, python
 from twinbench.cells import VERDICTS_FILE, read_verdicts
 from twinbench.cells import main as cells_main
 from twinbench.results import read_rows
@@ -40,21 +39,16 @@ ROWS = 4 * 5                 # xdist_targets: WRITERS x ROWS_PER_WRITER
 COPY_IGNORE = shutil.ignore_patterns(".*", "__pycache__", "*.pyc", "results", "out", "data")
 
 
-def run_session(cwd: Path, mode: str, *args: str) -> subprocess.CompletedProcess:
-    """A child pytest session in `cwd` with the targets' mode set; its output on failure."""
-    env = child_env(**{TARGETS_ENV: mode})
-    command = python("-m", "pytest", "-p", "no:cacheprovider", "-rs", *any_framework(), *args)
-    try:
-        return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True,
-                              timeout=SESSION_TIMEOUT_S)
-    except subprocess.TimeoutExpired as exc:
-        pytest.fail(f"child session hung (>{SESSION_TIMEOUT_S} s): {' '.join(command)}\n"
-                    f"{exc.stdout}\n{exc.stderr}")
+# The child runs in `cwd` (a controller's own directory, where relative options resolve).
+IN_DIRECTORY = "import os, sys, pytest; os.chdir(sys.argv[1]); sys.exit(pytest.main(sys.argv[2:]))"
 
 
-def describe(result: subprocess.CompletedProcess) -> str:
-    return (f"command: {' '.join(result.args)}\nexit code: {result.returncode}\n"
-            f"--- stdout ---\n{result.stdout[-6000:]}\n--- stderr ---\n{result.stderr[-4000:]}")
+def start_session(work: Path, cwd: Path, mode: str, *args: str) -> Background:
+    """A child pytest session in `cwd`, in the background, with the targets' mode set."""
+    work.mkdir(parents=True, exist_ok=True)
+    command = python("-c", IN_DIRECTORY, str(cwd), "-p", "no:cacheprovider", "-rs",
+                     *any_framework(), *args)
+    return Background(command, work, child_env(**{TARGETS_ENV: mode}), SESSION_TIMEOUT_S)
 
 
 def copy_project(dest: Path) -> Path:
@@ -68,36 +62,102 @@ def only_targets(*selection: str) -> list[str]:
     return ["-o", f"testpaths={TARGETS}", *selection]
 
 
-def json_files(directory: Path) -> set[Path]:
-    return {p.relative_to(directory) for p in directory.rglob("*.json")}
-
-
-def assert_rows_came_home(result, results_dir: Path, worker_dirs: list[Path], before: dict):
-    assert result.returncode == 0, describe(result)
+def assert_rows_came_home(result: Finished, results_dir: Path, worker_dirs: list[Path]):
+    assert result.returncode == 0, result.describe()
     rows = read_rows([results_dir], on_error="raise")
     written = [r for r in rows if r.get("writer") != "benchmark"]
     pairs = sorted((r["writer"], r["seq"]) for r in written)
     assert pairs == sorted((w, s) for w in range(4) for s in range(5)), (
-        f"expected each of {ROWS} rows once, got {pairs}\n{describe(result)}")
+        f"expected each of {ROWS} rows once, got {pairs}\n{result.describe()}")
     assert len({r["row_id"] for r in rows}) == len(rows), "a row id occurs twice"
-    assert len({r["run_id"] for r in rows}) == 1, "the workers' rows carry different run ids"
+    [run_id] = {r["run_id"] for r in rows}      # one run, whatever process wrote the row
     assert {r["cwd"] for r in written} == {str(d) for d in worker_dirs}, (
-        "the rows were not written by workers in each of the given directories")
-    for directory in worker_dirs:   # nothing left behind where the workers ran
-        assert json_files(directory) == before[directory], f"a worker wrote rows in {directory}"
-        assert not (directory / "results").exists(), f"a worker made a results dir in {directory}"
+        "the rows were not made by workers in each of the given directories")
+    for directory in worker_dirs:   # nothing of this run left where the workers ran
+        left = [r for r in read_rows([directory], on_error="skip", warn=lambda m: None)
+                if r["run_id"] == run_id]
+        assert not left, f"a worker wrote {len(left)} row(s) in {directory}"
     return rows
 
 
-def test_popen_gateways_in_other_directories_send_rows_home(tmp_path):
-    controller = copy_project(tmp_path / "controller")
-    workers = [copy_project(tmp_path / f"worker{i}") for i in (1, 2)]
-    before = {d: json_files(d) for d in workers}
-    # --results is relative: each process would resolve it in its own working directory.
-    result = run_session(controller, "rows", "--tx", f"popen//chdir={workers[0]}",
-                         "--tx", f"popen//chdir={workers[1]}", "--dist", "load",
+# -- the child sessions: what each runs ------------------------------------------------------
+def _popen(work: Path) -> Background:
+    """Two popen gateways, each in its own copy of the project; --results is relative, so each
+    process would resolve it in its own working directory."""
+    controller = copy_project(work / "controller")
+    for i in (1, 2):
+        copy_project(work / f"worker{i}")
+    return start_session(work, controller, "rows", "--tx", f"popen//chdir={work / 'worker1'}",
+                         "--tx", f"popen//chdir={work / 'worker2'}", "--dist", "load",
                          "--results=results", *only_targets("-k", "test_rows_travel_home"))
-    rows = assert_rows_came_home(result, controller / "results", workers, before)
+
+
+def _fake_accuracy(mode: str, *extra: str):
+    def start(work: Path) -> Background:
+        return start_session(work, ROOT, mode, "--device", "cpu", "--seeds", "3",
+                             f"--results={work / 'results'}", *extra,
+                             *only_targets("-k", "test_fake_training"))
+    return start
+
+
+def _refusal(work: Path) -> Background:
+    return start_session(work, ROOT, "rows", "-n", "2", "-m", "benchmark", "--device", "cpu",
+                         f"--results={work / 'results'}", "suites/test_throughput.py")
+
+
+STARTERS = {"popen": _popen, "crash": _fake_accuracy("cells-crash", "-n", "2"),
+            "low": _fake_accuracy("cells-low"), "refusal": _refusal,
+            "shard1": _fake_accuracy("cells", "--shard", "1/2"),
+            "shard2": _fake_accuracy("cells", "--shard", "2/2")}
+NEEDS = {"test_popen_gateways_in_other_directories_send_rows_home": ["popen"],
+         "test_a_crashed_run_is_named_and_fails_the_session": ["crash"],
+         "test_a_failing_gate_fails_the_session_though_every_run_passed": ["low"],
+         "test_benchmarks_with_colocated_workers_are_refused": ["refusal"],
+         "test_shards_split_the_runs_and_their_rows_merge_without_double_counting":
+             ["shard1", "shard2"]}
+
+
+class Children:
+    """The child sessions, all started together when the first is wanted, so that their
+    framework imports overlap (under xdist, where a worker runs only some of this module's
+    tests, each is started when wanted)."""
+
+    def __init__(self, selected: set[str], base: Path):
+        self.selected, self.base = selected, base
+        self.started: dict[str, tuple[Path, Background]] = {}
+
+    def _start(self, name: str) -> None:
+        if name not in self.started:
+            work = self.base / name
+            self.started[name] = (work, STARTERS[name](work))
+
+    def get(self, name: str) -> tuple[Path, Finished]:
+        if not os.environ.get("PYTEST_XDIST_WORKER"):
+            for test in self.selected:
+                for needed in NEEDS.get(test, ()):
+                    self._start(needed)
+        self._start(name)
+        work, child = self.started[name]
+        return work, child.result()
+
+    def kill(self) -> None:
+        for _, child in self.started.values():
+            child.kill()
+
+
+@pytest.fixture(scope="module")
+def children(request, tmp_path_factory):
+    selected = {item.originalname for item in request.session.items
+                if getattr(item, "module", None) is request.module}
+    started = Children(selected, tmp_path_factory.mktemp("xdist-sessions"))
+    yield started
+    started.kill()
+
+
+def test_popen_gateways_in_other_directories_send_rows_home(children):
+    work, result = children.get("popen")
+    rows = assert_rows_came_home(result, work / "controller" / "results",
+                                 [work / "worker1", work / "worker2"])
     assert {r["worker"]["id"] for r in rows} == {"gw0", "gw1"}
     # Two workers on this host share its cores (twinbench/workers.threads_per_worker).
     assert {r["worker"]["on_host"] for r in rows} == {2}
@@ -164,76 +224,67 @@ def ssh_localhost(tmp_path):
 def test_ssh_gateway_sends_rows_home_and_a_lone_worker_measures(tmp_path, ssh_localhost):
     controller = copy_project(tmp_path / "controller")
     remote = copy_project(tmp_path / "remote")
-    before = {remote: json_files(remote)}
     # The remote side's environment is ssh's, not ours: the targets' mode goes in the spec.
     spec = (f"ssh=twinbench-ssh-test//ssh_config={ssh_localhost}//python={python()[0]}"
             f"//chdir={remote}//env:{TARGETS_ENV}=rows")
-    result = run_session(controller, "rows", "--tx", spec, "--dist", "each", "--results=results",
-                         *only_targets("-m", "benchmark or not benchmark",
-                                       "-k", "test_rows_travel_home or test_lone_worker_measures"))
-    rows = assert_rows_came_home(result, controller / "results", [remote], before)
+    result = start_session(tmp_path / "session", controller, "rows", "--tx", spec,
+                           "--dist", "each", "--results=results",
+                           *only_targets("-m", "benchmark or not benchmark", "-k",
+                                         "test_rows_travel_home or test_lone_worker_measures")
+                           ).result()
+    rows = assert_rows_came_home(result, controller / "results", [remote])
     measured = [r for r in rows if r.get("writer") == "benchmark"]
-    assert len(measured) == 1 and measured[0]["benchmark_disabled"] is False, describe(result)
+    assert len(measured) == 1 and measured[0]["benchmark_disabled"] is False, result.describe()
     assert {r["worker"]["on_host"] for r in rows} == {1}
 
 
 # -- cells decided at the controller ----------------------------------------------------------
-def test_a_crashed_run_is_named_and_fails_the_session(tmp_path):
-    results = tmp_path / "results"
-    result = run_session(ROOT, "cells-crash", "-n", "2", "--device", "cpu", "--seeds", "3",
-                         f"--results={results}", *only_targets("-k", "test_fake_training"))
-    assert result.returncode == TESTS_FAILED, describe(result)
+def test_a_crashed_run_is_named_and_fails_the_session(children):
+    work, result = children.get("crash")
+    assert result.returncode == TESTS_FAILED, result.describe()
     message = "seed 1 of torch/lenet_sgd on cpu has no row"
-    assert message in result.stdout, describe(result)
-    [verdict] = read_verdicts(results)
+    assert message in result.stdout, result.describe()
+    [verdict] = read_verdicts(work / "results")
     assert verdict["status"] == "incomplete" and verdict["seeds"] == [0, 1, 2]
     assert any(message in p for p in verdict["problems"]), verdict
-    assert len(read_rows([results])) == 2     # the two runs that finished, each once
+    assert len(read_rows([work / "results"])) == 2     # the two runs that finished, each once
 
 
-def test_a_failing_gate_fails_the_session_though_every_run_passed(tmp_path):
-    results = tmp_path / "results"
-    result = run_session(ROOT, "cells-low", "--device", "cpu", "--seeds", "3",
-                         f"--results={results}", *only_targets("-k", "test_fake_training"))
-    assert result.returncode == TESTS_FAILED, describe(result)
-    assert "3 passed" in result.stdout, describe(result)
-    assert "FAIL torch/lenet_sgd on cpu" in result.stdout, describe(result)
-    assert [v["status"] for v in read_verdicts(results)] == ["fail"]
+def test_a_failing_gate_fails_the_session_though_every_run_passed(children):
+    work, result = children.get("low")
+    assert result.returncode == TESTS_FAILED, result.describe()
+    assert "3 passed" in result.stdout, result.describe()
+    assert "FAIL torch/lenet_sgd on cpu" in result.stdout, result.describe()
+    assert [v["status"] for v in read_verdicts(work / "results")] == ["fail"]
 
 
 # -- benchmarks -------------------------------------------------------------------------------
-def test_benchmarks_with_colocated_workers_are_refused(tmp_path):
-    result = run_session(ROOT, "rows", "-n", "2", "-m", "benchmark", "--device", "cpu",
-                         f"--results={tmp_path / 'results'}", "suites/test_throughput.py")
-    assert result.returncode == USAGE_ERROR, describe(result)
+def test_benchmarks_with_colocated_workers_are_refused(children):
+    work, result = children.get("refusal")
+    assert result.returncode == USAGE_ERROR, result.describe()
     for words in ("2 on this host", "distort", "--dist each", "reports compare"):
-        assert words in result.stderr, describe(result)
-    assert not (tmp_path / "results").exists()
+        assert words in result.stderr, result.describe()
+    assert not (work / "results").exists()
 
 
 # -- shards -----------------------------------------------------------------------------------
-def test_shards_split_the_runs_and_their_rows_merge_without_double_counting(tmp_path, capsys):
+def test_shards_split_the_runs_and_their_rows_merge_without_double_counting(children, tmp_path,
+                                                                            capsys):
     shards = []
-    for index in (1, 2):
-        results = tmp_path / f"shard{index}"
-        result = run_session(ROOT, "cells", "--device", "cpu", "--seeds", "3",
-                             "--shard", f"{index}/2", f"--results={results}",
-                             *only_targets("-k", "test_fake_training"))
-        assert result.returncode in (0, 5), describe(result)   # 5: this shard drew no run
-        assert not (results / VERDICTS_FILE).exists(), "a shard decided a partial cell"
-        shards.append(results)
-    seeds = [sorted(r["seed"] for r in read_rows([d])) if d.exists() else [] for d in shards]
-    assert sorted(seeds[0] + seeds[1]) == [0, 1, 2], f"shards ran seeds {seeds}"
-    copy = tmp_path / "copy-of-shard1"
-    if shards[0].exists():
-        shutil.copytree(shards[0], copy)
-    else:
-        shutil.copytree(shards[1], copy)
-    gathered = [str(d) for d in (*shards, copy) if d.exists()]
-    code = cells_main(["--seeds", "3", "--write", str(tmp_path / "merged"), *gathered])
+    for name in ("shard1", "shard2"):
+        work, result = children.get(name)
+        assert result.returncode in (0, 5), result.describe()   # 5: this shard drew no run
+        assert not (work / "results" / VERDICTS_FILE).exists(), "a shard decided a partial cell"
+        shards.append(work / "results")
+    present = [d for d in shards if d.exists()]
+    seeds = [sorted(r["seed"] for r in read_rows([d])) for d in present]
+    assert sorted(sum(seeds, [])) == [0, 1, 2], f"the shards ran seeds {seeds}"
+    copy = tmp_path / "copy-of-a-shard"
+    shutil.copytree(present[0], copy)
+    code = cells_main(["--seeds", "3", "--write", str(tmp_path / "merged"), *map(str, present),
+                       str(copy)])
     out = capsys.readouterr().out
     assert code == 0, out
     assert "PASS torch/lenet_sgd on cpu: 3 run(s)" in out, out
     [verdict] = read_verdicts(tmp_path / "merged")
-    assert verdict["figures"]["n"] == 3
-    assert json.loads(json.dumps(verdict))["status"] == "pass"
+    assert verdict["status"] == "pass" and verdict["figures"]["n"] == 3
