@@ -8,7 +8,7 @@ import argparse
 import os
 
 # Import order is not style: TensorFlow before torch or torchvision segfaults the process
-# (../shared/FACTS.md). This must run before anything below can import TensorFlow.
+# (docs/methodology.md#import-order). This must run before anything below can import TensorFlow.
 from twinbench import imports, workers
 
 workers.pin_gpu()   # an xdist worker's one GPU, before any framework can initialise CUDA
