@@ -29,9 +29,12 @@ from twinbench import thresholds
 ACCURACY, MATRIX = "accuracy", "matrix"
 MATRIX_FRAMEWORKS = ("tf", "torch")
 VERDICTS_FILE = "verdicts.jsonl"   # beside the rows; not *.json, so row readers never see it
-# Pass: the cell's rule holds. Fail: it does not. Incomplete: rows are missing or ambiguous,
-# so nothing is decided (the session fails too). Skipped: every run skipped (e.g. no GPU).
-PASS, FAIL, INCOMPLETE, SKIPPED = "pass", "fail", "incomplete", "skipped"
+# Pass: the cell's rule holds. Fail: it does not. Undetermined: the rows are too few to tell
+# (an equivalence test whose interval is wider than its margin; reported, not a failure).
+# Incomplete: rows are missing or ambiguous, so nothing is decided (the session fails too).
+# Skipped: every run skipped (e.g. no GPU).
+PASS, FAIL, UNDETERMINED, INCOMPLETE, SKIPPED = (
+    "pass", "fail", "undetermined", "incomplete", "skipped")
 FAILING = (FAIL, INCOMPLETE)
 
 
@@ -79,19 +82,22 @@ def _run_label(spec: RunSpec) -> str:
 # --------------------------------------------------------------------------------------
 # The decision rules: ONE function per verdict kind (twinbench/thresholds.py holds the rules)
 # --------------------------------------------------------------------------------------
-def accuracy_gate(accuracies: list[float], threshold: float) -> tuple[bool, str, dict]:
-    """(passed, explanation, figures) of the accuracy gate over one cell's seeds."""
+def accuracy_gate(accuracies: list[float], threshold: float, source: str
+                  ) -> tuple[str, str, dict]:
+    """(status, explanation, figures) of the accuracy gate over one cell's seeds. `source`,
+    the data source, is what the rule's prior seed spread is looked up by."""
     stats = thresholds.summarize(accuracies)
     spread = ("" if stats["std"] is None else
               f"mean {stats['mean']:.2%}, std {stats['std']:.2%}, ")
     text = (f"{stats['n']} run(s), {spread}min {stats['min']:.2%}, max {stats['max']:.2%}; gate "
             f"{stats['gate_rule']} = {stats['gated_value']:.2%} vs threshold {threshold:.0%}")
-    return stats["gated_value"] >= threshold, text, {**stats, "threshold": threshold}
+    status = PASS if stats["gated_value"] >= threshold else FAIL
+    return status, text, {**stats, "threshold": threshold, "source": source}
 
 
 def matrix_verdict(tf_by_seed: dict[int, float], torch_by_seed: dict[int, float]
-                   ) -> tuple[bool, str, dict]:
-    """(passed, explanation, figures) of the fair comparison over the paired seeds."""
+                   ) -> tuple[str, str, dict]:
+    """(status, explanation, figures) of the fair comparison over the paired seeds."""
     seeds = sorted(set(tf_by_seed) & set(torch_by_seed))
     tf_mean = sum(tf_by_seed[s] for s in seeds) / len(seeds)
     torch_mean = sum(torch_by_seed[s] for s in seeds) / len(seeds)
@@ -99,7 +105,7 @@ def matrix_verdict(tf_by_seed: dict[int, float], torch_by_seed: dict[int, float]
     text = (f"{len(seeds)} seed pair(s): tf {tf_mean:.2%}, torch {torch_mean:.2%}, gap "
             f"{gap:+.2%}; equivalence bound +-{bound:.2%} ({thresholds.MATRIX_K:g} x "
             f"sqrt(2/{len(seeds)}) x seed std {thresholds.SEED_STD:.1%})")
-    return abs(gap) <= bound, text, {"n_pairs": len(seeds), "tf_mean": tf_mean,
+    return PASS if abs(gap) <= bound else FAIL, text, {"n_pairs": len(seeds), "tf_mean": tf_mean,
                                      "torch_mean": torch_mean, "gap": gap, "bound": bound}
 
 
@@ -169,30 +175,31 @@ def _verdict(cell, specs, by_spec, outcomes, skipped) -> Verdict:
         if row is not None:
             found[spec] = row
     if cell[0] == ACCURACY:
-        passed, text, figures = _decide_accuracy(cell, found, problems)
+        status, text, figures = _decide_accuracy(cell, found, problems)
     else:
-        passed, text, figures = _decide_matrix(found, problems)
-    status = INCOMPLETE if problems else (PASS if passed else FAIL)
+        status, text, figures = _decide_matrix(found, problems)
     if problems:
+        status = INCOMPLETE
         text = f"not decided ({len(problems)} problem(s) below); {text}"
     return Verdict(cell, status, text, seeds, problems, figures)
 
 
 def _decide_accuracy(cell, found: dict, problems: list[str]):
     if not found:
-        return False, "no rows", {}
+        return FAIL, "no rows", {}
     _, _, _, recipe, _ = cell
     sources = {r["data"]["source"] for r in found.values()}
     if len(sources) > 1:
         problems.append(f"rows come from different data sources: {', '.join(sorted(sources))}")
-        return False, "mixed data", {}
+        return FAIL, "mixed data", {}
+    source = sources.pop()
     try:
-        threshold = thresholds.threshold(sources.pop(), recipe)
+        threshold = thresholds.threshold(source, recipe)
     except thresholds.NoThreshold as exc:
         problems.append(str(exc))
-        return False, "no threshold", {}
+        return FAIL, "no threshold", {}
     accuracies = [found[s]["final_accuracy"] for s in sorted(found)]
-    return accuracy_gate(accuracies, threshold)
+    return accuracy_gate(accuracies, threshold, source)
 
 
 def _decide_matrix(found: dict, problems: list[str]):
@@ -208,7 +215,7 @@ def _decide_matrix(found: dict, problems: list[str]):
     accuracy = {fw: {seed: r["final_accuracy"] for seed, r in rows.items()}
                 for fw, rows in by_fw.items()}
     if not set(accuracy["tf"]) & set(accuracy["torch"]):
-        return False, "no seed with both frameworks' rows", {}
+        return FAIL, "no seed with both frameworks' rows", {}
     return matrix_verdict(accuracy["tf"], accuracy["torch"])
 
 
