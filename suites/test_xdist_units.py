@@ -110,7 +110,8 @@ def test_a_cell_passes_and_fails_on_its_gate():
     good = [row(ACCURACY, "torch", s, a) for s, a in enumerate((0.61, 0.62, 0.60))]
     [verdict] = decide(specs(ACCURACY, ["torch"], range(3)), good)
     assert verdict.status == PASS and "3 run(s)" in verdict.text
-    low = [row(ACCURACY, "torch", s, a) for s, a in enumerate((0.57, 0.62, 0.60))]
+    # Far under the 58% threshold: a failure under any rule of thresholds.py.
+    low = [row(ACCURACY, "torch", s, a) for s, a in enumerate((0.50, 0.52, 0.51))]
     [verdict] = decide(specs(ACCURACY, ["torch"], range(3)), low)
     assert verdict.status == FAIL, verdict.text
 
@@ -138,13 +139,16 @@ def test_a_cell_whose_runs_all_skipped_is_skipped():
 
 
 def test_the_matrix_pairs_seeds_and_checks_the_shared_start():
-    rows = [row(MATRIX, fw, s, 0.61) for fw in ("tf", "torch") for s in range(2)]
-    [verdict] = decide(specs(MATRIX, ["tf", "torch"], range(2)), rows)
-    assert verdict.status == PASS and verdict.figures["n_pairs"] == 2, verdict.text
-    far = [row(MATRIX, "tf", s, 0.70) for s in range(2)] + rows[2:]
-    assert decide(specs(MATRIX, ["tf", "torch"], range(2)), far)[0].status == FAIL
+    # Three identical pairs (no gap) and three 9-point gaps: clear under any rule of
+    # thresholds.py, the prior-spread band or an equivalence test on the pairs' own spread.
+    expected = specs(MATRIX, ["tf", "torch"], range(3))
+    rows = [row(MATRIX, fw, s, 0.61) for fw in ("tf", "torch") for s in range(3)]
+    [verdict] = decide(expected, rows)
+    assert verdict.status == PASS and verdict.figures["n_pairs"] == 3, verdict.text
+    far = [row(MATRIX, "tf", s, 0.70) for s in range(3)] + rows[3:]
+    assert decide(expected, far)[0].status == FAIL
     apart = rows[:1] + [row(MATRIX, "tf", 1, 0.61, weights="other")] + rows[2:]
-    [verdict] = decide(specs(MATRIX, ["tf", "torch"], range(2)), apart)
+    [verdict] = decide(expected, apart)
     assert verdict.status == INCOMPLETE
     assert "seed 1: tf and torch started from different weights" in verdict.problems[0]
 
