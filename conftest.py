@@ -8,9 +8,10 @@ import argparse
 import os
 
 # Import order is not style: TensorFlow before torch or torchvision segfaults the process
-# (../shared/FACTS.md). This must run before anything below can import TensorFlow.
-from twinbench import imports
+# (docs/methodology.md#import-order). This must run before anything below can import TensorFlow.
+from twinbench import imports, workers
 
+workers.pin_gpu()   # an xdist worker's one GPU, before any framework can initialise CUDA
 imports.preload()
 
 import pytest  # noqa: E402
@@ -19,7 +20,7 @@ from twinbench.frameworks import DEVICES  # noqa: E402
 from twinbench.imports import FRAMEWORKS  # noqa: E402
 
 pytest_plugins = ["fixtures.session", "fixtures.frameworks", "fixtures.data", "fixtures.results",
-                  "fixtures.benchmarks"]
+                  "fixtures.benchmarks", "fixtures.cells", "fixtures.workers", "fixtures.shards"]
 
 
 def _positive_int(text: str) -> int:
@@ -66,8 +67,9 @@ def pytest_addoption(parser):
                     help="benchmark: batch size(s) to measure (default: per device)")
     group.addoption("--quick", action="store_true",
                     help="benchmark: one batch size and few rounds (a few minutes on a 2-core CPU)")
-    group.addoption("--threads", type=_positive_int, default=os.cpu_count(), metavar="N",
-                    help="CPU threads for both frameworks, pinned equal (default: all cores)")
+    group.addoption("--threads", type=_positive_int, default=None, metavar="N",
+                    help="CPU threads for both frameworks, pinned equal (default: the usable "
+                         "cores, divided between the xdist workers on this host)")
     group.addoption("--determinism", action="store_true",
                     help="seeded, deterministic kernels in both frameworks (recorded in results)")
 
