@@ -84,29 +84,28 @@ def _run_label(spec: RunSpec) -> str:
 # --------------------------------------------------------------------------------------
 def accuracy_gate(accuracies: list[float], threshold: float, source: str
                   ) -> tuple[str, str, dict]:
-    """(status, explanation, figures) of the accuracy gate over one cell's seeds. `source`,
-    the data source, is what the rule's prior seed spread is looked up by."""
-    stats = thresholds.summarize(accuracies)
-    spread = ("" if stats["std"] is None else
-              f"mean {stats['mean']:.2%}, std {stats['std']:.2%}, ")
-    text = (f"{stats['n']} run(s), {spread}min {stats['min']:.2%}, max {stats['max']:.2%}; gate "
-            f"{stats['gate_rule']} = {stats['gated_value']:.2%} vs threshold {threshold:.0%}")
-    status = PASS if stats["gated_value"] >= threshold else FAIL
-    return status, text, {**stats, "threshold": threshold, "source": source}
+    """(status, explanation, figures) of the accuracy gate over one cell's seeds
+    (thresholds.accuracy_gate). `source`, the data source, is what the rule's prior seed
+    spread is looked up by."""
+    gate = thresholds.accuracy_gate(accuracies, threshold, source=source)
+    spread = "" if gate.std is None else f", std {gate.std:.2%}"
+    text = (f"{gate.n} run(s), mean {gate.mean:.2%}{spread}, min {min(accuracies):.2%}, "
+            f"max {max(accuracies):.2%}; {gate.rule} = {gate.upper_bound:.2%} vs threshold "
+            f"{threshold:.0%}")
+    return (PASS if gate.passed else FAIL), text, {**asdict(gate), "source": source}
 
 
 def matrix_verdict(tf_by_seed: dict[int, float], torch_by_seed: dict[int, float]
                    ) -> tuple[str, str, dict]:
-    """(status, explanation, figures) of the fair comparison over the paired seeds."""
-    seeds = sorted(set(tf_by_seed) & set(torch_by_seed))
-    tf_mean = sum(tf_by_seed[s] for s in seeds) / len(seeds)
-    torch_mean = sum(torch_by_seed[s] for s in seeds) / len(seeds)
-    gap, bound = tf_mean - torch_mean, thresholds.matrix_gap_bound(len(seeds))
-    text = (f"{len(seeds)} seed pair(s): tf {tf_mean:.2%}, torch {torch_mean:.2%}, gap "
-            f"{gap:+.2%}; equivalence bound +-{bound:.2%} ({thresholds.MATRIX_K:g} x "
-            f"sqrt(2/{len(seeds)}) x seed std {thresholds.SEED_STD:.1%})")
-    return PASS if abs(gap) <= bound else FAIL, text, {"n_pairs": len(seeds), "tf_mean": tf_mean,
-                                     "torch_mean": torch_mean, "gap": gap, "bound": bound}
+    """(status, explanation, figures) of the fair comparison over the paired seeds
+    (thresholds.matrix_verdict): equivalent passes, different fails, undetermined is reported
+    without failing the session."""
+    v = thresholds.matrix_verdict(tf_by_seed, torch_by_seed)
+    text = (f"{v.verdict}: {v.n_pairs} seed pair(s), gap {v.gap:+.2%}, interval "
+            f"{v.ci_low:+.2%} to {v.ci_high:+.2%} against +-{v.margin:.2%}; {v.seeds_needed} "
+            f"pairs would resolve it ({v.rule})")
+    status = {"equivalent": PASS, "different": FAIL, "undetermined": UNDETERMINED}[v.verdict]
+    return status, text, asdict(v)
 
 
 # --------------------------------------------------------------------------------------
