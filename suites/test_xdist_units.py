@@ -5,6 +5,7 @@ verdicts (missing, duplicated and mismatched rows)."""
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -163,3 +164,15 @@ def test_gathered_rows_are_deduplicated_and_expected_per_cell(tmp_path):
     verdicts = decide(expected, unique)
     write_verdicts(tmp_path, verdicts)
     assert [v["status"] for v in read_verdicts(tmp_path)] == [v.status for v in verdicts]
+
+
+def test_read_rows_counts_each_run_once_however_often_its_file_is_passed(tmp_path):
+    """Shards gathered into one place, or one directory named twice, never count a run twice."""
+    import shutil
+
+    from twinbench.results import read_rows
+    samples = Path(__file__).resolve().parent.parent / "reports" / "samples" / "cpu-box"
+    copy = tmp_path / "copy"
+    shutil.copytree(samples, copy)
+    once = read_rows([samples])
+    assert len(read_rows([samples, samples, copy])) == len(once) > 0

@@ -16,7 +16,6 @@ several sessions (shards, machines): the rows are deduplicated by row id first.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import os
 import sys
@@ -25,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from twinbench import thresholds
+from twinbench.results import dedupe_rows, row_key  # noqa: F401  (re-exported for callers)
 
 ACCURACY, MATRIX = "accuracy", "matrix"
 MATRIX_FRAMEWORKS = ("tf", "torch")
@@ -221,26 +221,6 @@ def _decide_matrix(found: dict, problems: list[str]):
 # --------------------------------------------------------------------------------------
 # Rows gathered from several sessions, and the verdicts file
 # --------------------------------------------------------------------------------------
-def row_key(row: dict) -> str:
-    """A row's identity: its row_id (rows written since scale-out carry one), else a digest
-    of its content, so that a copied file of an older row is still recognised."""
-    if row.get("row_id"):
-        return str(row["row_id"])
-    return hashlib.sha256(json.dumps(row, sort_keys=True).encode()).hexdigest()
-
-
-def dedupe_rows(rows: list[dict]) -> list[dict]:
-    """Each row once (the first copy), however many directories or copies held it."""
-    seen: set[str] = set()
-    unique = []
-    for row in rows:
-        key = row_key(row)
-        if key not in seen:
-            seen.add(key)
-            unique.append(row)
-    return unique
-
-
 def expected_from_rows(rows: list[dict], seeds: int) -> list[RunSpec]:
     """Seeds 0..seeds-1 of every cell some row belongs to (both frameworks for matrix cells)."""
     specs = set()

@@ -13,6 +13,7 @@ schema below before it is written and after it is read, so the reports never hav
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
@@ -354,7 +355,29 @@ def read_rows(paths, *, on_error: str = "raise",
                 if on_error == "raise":
                     raise
                 report(f"skipped {exc}")
-    return rows
+    return dedupe_rows(rows)
+
+
+def row_key(row: dict) -> str:
+    """A row's identity: its row_id (rows written since scale-out carry one), else a digest
+    of its content, so that a copied file of an older row is still recognised."""
+    if row.get("row_id"):
+        return str(row["row_id"])
+    return hashlib.sha256(json.dumps(row, sort_keys=True).encode()).hexdigest()
+
+
+def dedupe_rows(rows: list[dict]) -> list[dict]:
+    """Each row once (the first copy), however many directories or copies held it: shards
+    gathered into one place, or a directory passed twice, never count a run twice."""
+    seen: set[str] = set()
+    unique = []
+    for row in rows:
+        key = row_key(row)
+        if key not in seen:
+            seen.add(key)
+            unique.append(row)
+    return unique
+
 
 
 def common_fields(run_id: str, determinism: bool, machine: dict | None = None) -> dict:
