@@ -19,12 +19,13 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from test_optimizer_steps import CHECKPOINTS, OPTIMIZERS, STEPS, batches, check_weights, recipe_for, run
-from test_parity import batch
+from test_parity import BATCH, batch
 
 from fixtures.frameworks import adapter
 from twinbench.compare import compare, report
 from twinbench.frameworks import keras_backends
 from twinbench.frameworks.keras_backends import ARMS, KerasBackendFramework
+from twinbench.recipes import RECIPES
 from twinbench.tolerances import parity
 
 
@@ -138,6 +139,62 @@ def test_loss_trajectory_matches_tensorflow(tensorflow, arm, device, arch, optim
                      floor={n: k * tol.loss_drift_per_step() * abs(tf_losses[k])
                             for k, n in enumerate(names)})
     report(errors, f"{arm.name} {optimizer} {device}-{arch.name} losses", record_property)
+
+
+# -- whole epochs and step timing (the accuracy and throughput tiers' calls) ----------------------
+EPOCH_IMAGES = 64    # four batches of 16: a short epoch, enough to cross batch boundaries
+
+
+def test_fit_epoch_and_evaluate_match_tensorflow(tensorflow, arm, device, arch, record_property):
+    """One epoch of Keras's fit on each side, in the same shuffled order, with the
+    architecture's reference recipe: the same weights after its 4 steps (the optimizer-step
+    bounds for 4 steps), the same mean loss, and the same accuracy over the data."""
+    recipe = next(r for r in RECIPES.values() if r.arch == arch.name)
+    rng = np.random.default_rng(1)
+    images = recipe.prepare(rng.integers(0, 256, (EPOCH_IMAGES, 32, 32, 3), dtype=np.uint8))
+    labels = rng.integers(0, 10, EPOCH_IMAGES)
+    order = rng.permutation(EPOCH_IMAGES)
+    tf_model, arm_model = shared_weights(tensorflow, arm, arch)
+    initial = tensorflow.get_weights(tf_model)
+    losses, weights, accuracy = {}, {}, {}
+    for side, fw, model in (("tf", tensorflow, tf_model), ("arm", arm, arm_model)):
+        data = fw.prepare_data(model, images, labels)
+        losses[side] = fw.fit_epoch(model, fw.make_optimizer(model, recipe), data, BATCH, order)
+        weights[side] = fw.get_weights(model)
+        accuracy[side] = fw.evaluate(model, data, batch_size=32)
+    steps = EPOCH_IMAGES // BATCH
+    errors = check_weights(device, recipe, initial, steps, weights["arm"], weights["tf"],
+                           what=f"{arch.name} {recipe.name}: weights after one epoch, "
+                                f"{arm.name} vs tf")
+    report(errors, f"{arm.name} {recipe.name} {device}-{arch.name} weights after one epoch",
+           record_property)
+    tol = parity(device)
+    compare({"epoch loss": np.array([losses["arm"]])}, {"epoch loss": np.array([losses["tf"]])},
+            tol.loss, what=f"{arch.name} epoch loss, {arm.name} vs tf",
+            floor={"epoch loss": steps * tol.loss_drift_per_step() * abs(losses["tf"])})
+    # The logits agree to ~1e-6 of their size (test_logits_match_tensorflow): an argmax can
+    # only flip on a near tie, which these 64 seeded images do not have.
+    assert accuracy["arm"] == accuracy["tf"], accuracy
+
+
+TIMING_MODES = [
+    "eager",
+    # torch.compile's first steps (Inductor builds C++ kernels) took over 3 minutes on the
+    # shared CPU box, so the compiled mode is outside the fast tier. (JAX's compiled step is
+    # its default mode, run by every optimizer-step test above.)
+    pytest.param("compiled", marks=pytest.mark.slow)]
+
+
+@pytest.mark.parametrize("mode", TIMING_MODES)
+def test_step_timing_runs_in_each_mode(arm, arch, mode):
+    """The throughput tier's call: per-step seconds, in the mode asked for."""
+    model = arm.build(arch)
+    optimizer = arm.make_optimizer(model, recipe_for(arch, "sgd"))
+    images, labels = batch(arch)
+    times = arm.time_steps(model, optimizer, images, labels, steps=2, warmup=1, mode=mode)
+    assert times.compiled == (mode == "compiled"), f"Keras ran the {mode} mode with jit_compile={times.compiled}"
+    assert len(times.seconds) == 2 and np.all(np.isfinite(times.seconds)), times.seconds
+    assert np.all(times.seconds > 0), times.seconds
 
 
 # -- the checks can fail ------------------------------------------------------------------------

@@ -186,6 +186,12 @@ class RemoteOptimizer:
     recipe: object
 
 
+@dataclass(frozen=True)
+class StepTimes:
+    seconds: np.ndarray   # one entry per timed step
+    compiled: bool        # whether Keras ran the step compiled (its resolved jit_compile)
+
+
 class KerasBackendFramework:
     """The adapter interface for the Keras twins on one Keras backend, run in a worker.
 
@@ -285,16 +291,17 @@ class KerasBackendFramework:
 
     def time_steps(self, model: TwinModel, optimizer: RemoteOptimizer, images: np.ndarray,
                    labels: np.ndarray, steps: int, warmup: int = 3,
-                   mode: str | None = None) -> np.ndarray:
+                   mode: str | None = None) -> StepTimes:
         """Seconds of each of `steps` training steps on one batch, timed inside the worker
         (no channel cost), each ended by a device synchronization, after `warmup` untimed
         steps that absorb tracing and compilation. mode: "eager" or "compiled"."""
         check_labels(labels, len(images))
         if steps < 1 or warmup < 0:
             raise ValueError(f"need steps >= 1 and warmup >= 0, got {steps} and {warmup}")
-        return self._call(model, "time_steps", images=self._images(model, images),
-                          labels=labels, steps=steps, warmup=warmup,
-                          **self._step_fields(optimizer, mode))["seconds"]
+        reply = self._call(model, "time_steps", images=self._images(model, images),
+                           labels=labels, steps=steps, warmup=warmup,
+                           **self._step_fields(optimizer, mode))
+        return StepTimes(seconds=reply["seconds"], compiled=bool(reply["jit_compile"]))
 
     def synchronize(self) -> None:
         """Nothing to wait for here: every request returns after its work is done."""
