@@ -177,6 +177,14 @@ def test_fit_epoch_and_evaluate_match_tensorflow(tensorflow, arm, device, arch, 
     assert accuracy["arm"] == accuracy["tf"], accuracy
 
 
+def test_recipe_settings_record_the_backend(arm):
+    """What an accuracy row records about the arm: its backend, versions and step mode."""
+    with arm.recipe_settings(RECIPES["lenet_sgd"]) as row:
+        assert row["keras_backend"] == arm.backend and row["mode"] == arm.mode
+        assert row["version:keras"].startswith("3."), row
+        assert f"version:{arm.backend}" in row, row
+
+
 TIMING_MODES = [
     "eager",
     # torch.compile's first steps (Inductor builds C++ kernels) took over 3 minutes on the

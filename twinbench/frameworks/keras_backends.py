@@ -11,6 +11,7 @@ is a request to the worker. Importing this module imports no framework.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import importlib.util
 import signal
 import subprocess
@@ -302,6 +303,13 @@ class KerasBackendFramework:
                            labels=labels, steps=steps, warmup=warmup,
                            **self._step_fields(optimizer, mode))
         return StepTimes(seconds=reply["seconds"], compiled=bool(reply["jit_compile"]))
+
+    @contextlib.contextmanager
+    def recipe_settings(self, recipe):
+        """Nothing to change per recipe (Keras's own fit loop runs in the worker); yields what
+        the result row records: the backend, its versions and the training step's mode."""
+        yield {"keras_backend": self.backend, "mode": self.mode,
+               **{k: v for k, v in self.worker.info.items() if k.startswith("version:")}}
 
     def synchronize(self) -> None:
         """Nothing to wait for here: every request returns after its work is done."""
