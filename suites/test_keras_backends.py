@@ -4,8 +4,8 @@ Each arm runs the architecture's unchanged `keras_model()` in a worker process o
 (twinbench/frameworks/keras_backends.py). The TensorFlow twin is built here, its initial
 weights go to the arm through the canonical layout, and both see the same batches: logits,
 loss, gradients, and the recipes' Adam and SGD after 1 and 10 steps must agree within the
-same float32 bounds as the TensorFlow/torch parity (twinbench/tolerances.py, measured errors
-in docs/methodology.md#keras-backends). The comparisons reuse the TensorFlow/torch suites'
+same float32 bounds as the TensorFlow/torch parity (twinbench/tolerances.py; the measured
+errors per arm in docs/methodology.md#parity). The comparisons reuse the TensorFlow/torch suites'
 helpers, so that one bound means one thing. The last tests check the worker's guard rails.
 """
 from __future__ import annotations

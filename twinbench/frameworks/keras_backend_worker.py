@@ -12,7 +12,8 @@ before choosing its backend. Requests and replies are npz messages on stdin/stdo
 (twinbench/npz_messages.py): NumPy at the boundary, weights in the canonical layout
 (models/layout.py), never pickle. Anything a library prints goes to stderr, not into the
 channel. TensorFlow is never imported here: the worker refuses to start if it already was,
-and blocks any later import with an error (docs/methodology.md#keras-backends).
+and blocks any later import with an error (docs/methodology.md#import-order; the arms'
+parity: docs/methodology.md#parity).
 """
 from __future__ import annotations
 
