@@ -273,17 +273,28 @@ def test_worker_error_is_raised_with_its_reason(arm):
         arm.worker.call("build", arch="resnet999", seed=0, dtype="float32")
 
 
-def test_dead_worker_gives_a_clear_error():
-    """A worker killed under the client: the next request names the arm, the pid and the
-    signal, instead of hanging or failing on a broken pipe. (On the CPU: the channel and
-    the process are the same on any device.)"""
-    device = "cpu"
-    reasons = {name: keras_backends.unavailable_reason(name, device) for name in ARMS}
+def own_worker() -> keras_backends.BackendWorker:
+    """A fresh worker of this test's own (not the shared one), on the CPU: the channel and the
+    process behave the same on any device. keras-jax where installed: it starts fastest."""
+    reasons = {name: keras_backends.unavailable_reason(name, "cpu") for name in ARMS}
     available = [name for name, reason in reasons.items() if reason is None]
     if not available:
         pytest.skip("; ".join(reasons.values()))
-    backend = ARMS[available[-1]]   # keras-jax where present: it starts fastest
-    worker = keras_backends.BackendWorker(backend, device)   # this test's own, not the shared one
+    return keras_backends.BackendWorker(ARMS[available[-1]], "cpu")
+
+
+def test_worker_shuts_down_cleanly():
+    worker = own_worker()
+    worker.call("build", arch="lenet", seed=0, dtype="float32")
+    worker.close()
+    assert worker.process.returncode == 0, worker.stderr_tail()
+
+
+def test_dead_worker_gives_a_clear_error():
+    """A worker killed under the client: the next request names the arm, the pid and the
+    signal, instead of hanging or failing on a broken pipe."""
+    worker = own_worker()
+    backend, device = worker.backend, worker.device
     try:
         os.kill(worker.pid, signal.SIGKILL)
         worker.process.wait(timeout=30)
