@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from twinbench.compare import compare
+from twinbench.agreement import compare
 from twinbench.tolerances import EXACT
 
 # The reference programs' own counts (../shared/FACTS.md), independent of models/.

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import models
-from twinbench.compare import compare
+from twinbench.agreement import compare
 from twinbench.recipes import RECIPES
 from twinbench.results import validate_row
 from twinbench.tolerances import Tolerance, parity
