@@ -208,9 +208,9 @@ class TensorFlowFramework:
     def prepare_data(self, model: TwinModel, images: np.ndarray, labels: np.ndarray):
         """Prepared float32 NHWC images and labels as tensors on this device, made once per
         run (the NumPy labels are kept for scoring)."""
+        x = self.to_tensor(model, images)
         with tf.device(self.tf_device):
-            return PreparedData(tf.constant(images.astype(model.dtype, copy=False)),
-                                tf.constant(labels), labels)
+            return PreparedData(x, tf.constant(labels), labels)
 
     def fit_epoch(self, model: TwinModel, optimizer, data, batch_size: int, order: np.ndarray) -> float:
         """One epoch in the given sample order through Keras's own fit (the reference
