@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from twinbench.fingerprint import hardware_label
+from twinbench.frameworks.modes import default_mode
 from twinbench.results import ResultError
 from reports.load import Config, Measurement, by_machine, measurements
 from reports.tables import DASH, Table, fmt_rate, status_cell
@@ -81,18 +82,26 @@ def speedup_table(machines: list[MachineResults], base: int) -> Table:
     return Table(headers, rows, align)
 
 
+def _paired_mode(c: Config) -> str:
+    """Each framework's default mode (TF "graph", torch "eager") pairs with the other's."""
+    return "default" if c.mode == default_mode(c.framework, c.device) else c.mode
+
+
 def framework_ratio_table(machines: list[MachineResults]) -> Table:
     """TF img/s divided by torch img/s for each configuration that both frameworks ran."""
-    keys = sorted({(c.arch, c.device, c.mode, c.phase, c.precision, c.batch_size)
+    keys = sorted({(c.arch, c.device, _paired_mode(c), c.phase, c.precision, c.batch_size)
                    for m in machines for c in m.measurements},
                   key=lambda k: (k[0], k[1], k[3], k[5], k[2], k[4]))
     rows = []
     for arch, device, mode, phase, precision, batch in keys:
-        tf = Config("tf", arch, device, mode, phase, batch, precision)
-        torch = Config("torch", arch, device, mode, phase, batch, precision)
+        tf_mode, torch_mode = ((default_mode("tf", device), default_mode("torch", device))
+                               if mode == "default" else (mode, mode))
+        tf = Config("tf", arch, device, tf_mode, phase, batch, precision)
+        torch = Config("torch", arch, device, torch_mode, phase, batch, precision)
         if not any(tf in m.measurements and torch in m.measurements for m in machines):
             continue
-        cells = [arch, device, mode, phase, precision, str(batch)]
+        shown = mode if tf_mode == torch_mode else f"{tf_mode} / {torch_mode}"
+        cells = [arch, device, shown, phase, precision, str(batch)]
         cells += [_ratio(m.measurements.get(tf), m.measurements.get(torch), "") for m in machines]
         rows.append(cells)
     headers = ["arch", "device", "mode", "phase", "precision", "batch",

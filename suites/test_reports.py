@@ -109,7 +109,7 @@ def test_render_sample_writes_markdown_html_and_pngs(tmp_path, capsys):
     # Hand-computed from the sample: TF Keras CNN training at batch 32 has median 1,100 img/s;
     # x 27.3 MFLOP per image = 30.0 GFLOP/s; / 32 GFLOP/s ceiling = 93.8%.
     line = next(l for l in md.splitlines()
-                if l.startswith("| tf ") and "| keras_cnn " in l and "| eager " in l
+                if l.startswith("| tf ") and "| keras_cnn " in l and "| graph " in l
                 and "| train " in l and "|      32 |" in l)
     assert "1,100" in line and "30.0" in line and "93.8%" in line
     assert "| torch       | lenet     | cpu      | eager    | train   | fp32        |       4 |" in md
@@ -119,7 +119,7 @@ def test_render_sample_writes_markdown_html_and_pngs(tmp_path, capsys):
     # each run's 95% interval on 10,000 test images (Wilson): 66.5% -> 65.6%-67.4%
     cells = [[c.strip() for c in line.split("|")] for line in md.splitlines()]
     assert any("66.5%" in row and "65.6%-67.4%" in row for row in cells)
-    assert "1,150 (eager, batch 256)" in out
+    assert "1,150 (graph, batch 256)" in out
     pngs = sorted(p.name for p in out_dir.glob("*.png"))
     assert pngs == ["accuracy-keras_cnn_adam.png", "accuracy-lenet_sgd.png",
                     "throughput-keras_cnn-infer.png", "throughput-keras_cnn-train.png",

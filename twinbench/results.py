@@ -208,6 +208,7 @@ def row_problems(row) -> list[str]:
     """Every way in which `row` departs from the schema (empty when it is valid)."""
     if not isinstance(row, dict):
         return [f"a result row is a JSON object, got {type(row).__name__}"]
+    row = upgrade_row(row)   # an old mode name is valid: it is read as its new name
     problems: list[str] = []
     _check_fields(row, COMMON_FIELDS, "", problems)
     if isinstance(row.get("machine"), dict):

@@ -79,6 +79,12 @@ def modes_for(framework: str, device: str, *, quick: bool = False) -> tuple[str,
                  if m.framework == framework and device in m.devices and (m.quick or not quick))
 
 
+def default_mode(framework: str, device: str) -> str:
+    """The framework's default way to run a step (its first quick mode): torch "eager", TF
+    "graph". Tables set the two defaults side by side, whatever each one is called."""
+    return modes_for(framework, device, quick=True)[0]
+
+
 def mode_names() -> tuple[str, ...]:
     """Every registered mode name (any framework), for validating result rows."""
     return tuple(dict.fromkeys(m.name for m in MODES.values()))
