@@ -3,7 +3,6 @@ between the frameworks through the canonical (Keras) layout without changing a b
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from twinbench.agreement import compare
 from twinbench.tolerances import EXACT

@@ -38,6 +38,16 @@ def training_step(net, optimizer, x, y, *, set_to_none: bool = True):
     return loss.detach()
 
 
+def tutorial_inputs(images: np.ndarray) -> np.ndarray:
+    """uint8 NHWC images through the PyTorch tutorial's transform (torchvision's ToTensor, then
+    Normalize((0.5,)*3, (0.5,)*3)), image by image as its DataLoader does; float32 NHWC out.
+    The reference that lenet_sgd's NumPy normalization must equal to the bit."""
+    import torchvision.transforms as T
+    from PIL import Image
+    reference = T.Compose([T.ToTensor(), T.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
+    return np.stack([reference(Image.fromarray(im)).numpy().transpose(1, 2, 0) for im in images])
+
+
 class TorchFramework:
     name = "torch"
 
