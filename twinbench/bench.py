@@ -1,11 +1,12 @@
-"""The throughput tier's machinery: what is measured (cases), the steps (one factory per
-framework and mode), one timing protocol for both frameworks, and the result rows.
+"""The throughput tier's engine: what is measured (cases), the step of each case (built by
+the registered mode, twinbench/frameworks/modes.py), one timing protocol for both frameworks,
+and the result rows. Nothing here knows a framework: the adapter does.
 
 What one measurement is
 -----------------------
-A *step* is one training step (forward, cross-entropy, backward, the recipe's optimizer
-update: Keras Adam for keras_cnn as in keras_cnn_adam, SGD with momentum for lenet as in
-lenet_sgd) or one inference forward pass, on a synthetic batch that already lives on the
+A *step* is one training step (forward, cross-entropy, backward, the optimizer update of
+the architecture's own recipe, `recipes.for_arch`: Keras Adam for keras_cnn as in
+keras_cnn_adam, SGD with momentum for lenet as in lenet_sgd) or one inference forward pass, on a synthetic batch that already lives on the
 device: no input pipeline, no host-to-device copy inside the timed region. Every round of
 every mode steps on the same resident batch.
 
