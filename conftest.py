@@ -16,8 +16,10 @@ imports.preload()
 
 import pytest  # noqa: E402
 
+import models  # noqa: E402
 from twinbench.frameworks import DEVICES  # noqa: E402
 from twinbench.imports import FRAMEWORKS  # noqa: E402
+from twinbench.recipes import RECIPES  # noqa: E402
 
 pytest_plugins = ["fixtures.session", "fixtures.frameworks", "fixtures.data", "fixtures.results",
                   "fixtures.benchmarks", "fixtures.cells", "fixtures.workers", "fixtures.shards"]
@@ -50,10 +52,10 @@ def pytest_addoption(parser):
     group.addoption("--device", action="append", choices=DEVICES,
                     help="device(s) to run on; repeat for several (default: cpu and gpu, the gpu "
                          "tests skipping with the reason where no GPU is visible)")
-    group.addoption("--arch", action="append", choices=("keras_cnn", "lenet"),
-                    help="architecture(s) to run (default: both twins)")
-    group.addoption("--recipe", action="append", choices=("keras_cnn_adam", "lenet_sgd"),
-                    help="accuracy: recipe(s) to train (default: both reference recipes)")
+    group.addoption("--arch", action="append", choices=tuple(models.ARCHITECTURES),
+                    help="architecture(s) to run (default: every registered twin)")
+    group.addoption("--recipe", action="append", choices=tuple(RECIPES),
+                    help="accuracy: recipe(s) to train (default: every registered recipe)")
     group.addoption("--data", type=_data_path, default=os.environ.get("TWINBENCH_DATA"),
                     metavar="PATH",
                     help="CIFAR-10 location: a canonical cifar-10-batches-py folder or an image "

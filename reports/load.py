@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from twinbench.fingerprint import host_label
 
 # Orders used for sorting, so tables read in a stable, meaningful order.
-_MODE_ORDER = {"eager": 0, "compiled": 1, "xla": 2, "cuda_graph": 3}
+_MODE_ORDER = {"eager": 0, "graph": 0, "compiled": 1, "xla": 2, "cuda_graph": 3}
 _PHASE_ORDER = {"train": 0, "infer": 1}
 
 

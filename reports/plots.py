@@ -16,7 +16,7 @@ from reports.tables import mode_label
 
 _FRAMEWORK_COLORS = {"tf": "tab:orange", "torch": "tab:blue"}
 _DEVICE_STYLES = {"cpu": "--", "gpu": "-"}
-_MODE_MARKERS = {"eager": "o", "compiled": "s", "xla": "^", "cuda_graph": "D"}
+_MODE_MARKERS = {"eager": "o", "graph": "o", "compiled": "s", "xla": "^", "cuda_graph": "D"}
 
 
 def _safe(name: str) -> str:

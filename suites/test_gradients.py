@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from twinbench import tolerances
-from twinbench.compare import compare, report
+from twinbench.agreement import compare, report
 
 BATCH = 2                 # small: one loss evaluation per difference, two per coordinate
 COORDINATES = 4           # random coordinates per tensor, plus the largest gradient's

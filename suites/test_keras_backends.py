@@ -22,7 +22,7 @@ from test_optimizer_steps import CHECKPOINTS, OPTIMIZERS, STEPS, batches, check_
 from test_parity import BATCH, batch
 
 from fixtures.frameworks import adapter
-from twinbench.compare import compare, report
+from twinbench.agreement import compare, report
 from twinbench.frameworks import keras_backends
 from twinbench.frameworks.keras_backends import ARMS, KerasBackendFramework
 from twinbench.recipes import RECIPES

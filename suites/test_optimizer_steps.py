@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from twinbench import faults
-from twinbench.compare import compare, report
+from twinbench.agreement import compare, report
 from twinbench.recipes import RECIPES
 from twinbench.tolerances import Tolerance, parity
 

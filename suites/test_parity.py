@@ -10,9 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from twinbench import faults
-from twinbench.compare import compare, report
-from twinbench.recipes import RECIPES
+from twinbench import faults, recipes
+from twinbench.agreement import compare, report
 from twinbench.tolerances import parity
 
 BATCH = 16   # the accumulation lengths in twinbench/tolerances.py assume this batch
@@ -20,7 +19,7 @@ BATCH = 16   # the accumulation lengths in twinbench/tolerances.py assume this b
 
 def batch(arch, seed: int = 0):
     """BATCH random images prepared as the architecture's own recipe prepares CIFAR-10."""
-    recipe = next(r for r in RECIPES.values() if r.arch == arch.name)
+    recipe = recipes.for_arch(arch.name)
     rng = np.random.default_rng(seed)
     images = recipe.prepare(rng.integers(0, 256, (BATCH, 32, 32, 3), dtype=np.uint8))
     return images, rng.integers(0, 10, BATCH)

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 import models
+from fixtures.frameworks import adapter
 from twinbench.recipes import RECIPES
 
 BATCH = 64
@@ -40,16 +41,10 @@ def test_framework_inputs_carry_the_same_numbers(recipe_name, twins, load_split)
 
 def test_lenet_inputs_match_the_torch_reference_transform(load_split):
     """lenet_sgd's inputs are torchvision's ToTensor + Normalize(0.5, 0.5), to the bit."""
-    from twinbench import imports
-    if not imports.installed("torch") or imports.torch_blocked_reason():
-        pytest.skip("torchvision is needed for the reference transform")
-    imports.torch()
-    import torchvision.transforms as T
-    from PIL import Image
+    adapter("torch", "cpu")   # a skip with the reason where torch cannot be loaded
+    from twinbench.frameworks.torch_backend import tutorial_inputs
     images = load_split("test").images[:BATCH]
-    reference = T.Compose([T.ToTensor(), T.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
-    expected = np.stack([reference(Image.fromarray(im)).numpy().transpose(1, 2, 0) for im in images])
-    np.testing.assert_array_equal(RECIPES["lenet_sgd"].prepare(images), expected)
+    np.testing.assert_array_equal(RECIPES["lenet_sgd"].prepare(images), tutorial_inputs(images))
 
 
 def test_keras_inputs_match_the_tensorflow_reference_scaling(load_split):

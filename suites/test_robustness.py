@@ -48,6 +48,7 @@ from fixtures.robust import (ROOT, TARGETS_ENV, Background, Finished, any_framew
 from reports.__main__ import main as reports_main
 from twinbench import imports
 from twinbench.frameworks import unavailable_reason
+from twinbench.frameworks.modes import modes_for
 from twinbench.results import read_rows, write_row
 
 TARGETS = "suites/test_robust_targets.py"
@@ -125,7 +126,8 @@ with open(sys.argv[2], "w") as f:
 # The device ceiling, not this test's subject, is a fixed figure: measuring it (sgemm 2048^3,
 # best of 5, in every loaded framework) would cost the session more than all its steps.
 OOM_PLUGIN = f"""
-from twinbench import ceilings, imports
+from twinbench import imports
+from twinbench.frameworks import ceilings
 
 def _fail_large_batches(cls, method, error):
     real = getattr(cls, method)
@@ -565,7 +567,8 @@ def test_out_of_memory_batch_is_recorded_and_the_run_goes_on(oom, framework_id):
     outcomes = {name: outcome for name, outcome in junit_outcomes(oom.work).items()
                 if name.startswith(f"test_throughput[{framework_id}-")}
     assert [o for o, _ in outcomes.values()] == ["passed", "passed"], outcomes
-    oom_case = f"{framework_id}-cpu-lenet-eager-train-b{OOM_AT}"
+    quick_mode = modes_for(framework_id, "cpu", quick=True)[0]   # the mode --quick measures
+    oom_case = f"{framework_id}-cpu-lenet-{quick_mode}-train-b{OOM_AT}"
     assert f"BenchmarkOOMWarning: {oom_case}: out of memory" in result.stdout, result.describe()
 
 

@@ -1,10 +1,10 @@
 """Throughput: `pytest -m benchmark` measures training-step and inference images/s for each
-arch x framework x device x mode x phase x batch size (twinbench/bench.py says what a step,
-a mode and the timing protocol are) and writes one row per configuration.
+arch x framework x device x mode x phase x batch size (twinbench/bench.py says what a step
+and the timing protocol are, twinbench/frameworks/modes.py what each mode runs) and writes one row per configuration.
 
 The benchmark tests are marked `benchmark`; the unit tests below them (fast, default tier)
 prove what the measurements rest on: an OOM becomes a row and the run goes on, the device
-synchronization lies inside every timed round, the captured Adam equals the eager one.
+synchronization lies inside every timed round, the captured step equals the eager one.
 
 Why an OOM passes its test: running out of memory at batch 8192 is a property of the device
 (a 40 GB card cannot hold what an 80 GB one can), not a defect of the code, so failing the
@@ -28,7 +28,8 @@ import models
 from fixtures.frameworks import adapter
 from fixtures.session import settings
 from reports import stats
-from twinbench import bench
+from twinbench import bench, recipes
+from twinbench.frameworks.modes import modes_for
 from twinbench.results import read_rows, write_row
 
 # The harness (pytest-benchmark pedantic + the per-round synchronization) may cost at most
@@ -104,7 +105,8 @@ def test_harness_overhead(framework, benchmark, progress, record_property):
         pytest.skip("pytest-benchmark is disabled (--benchmark-disable, or pytest-xdist -n)")
     # LeNet is the cheapest step, so the harness's fixed cost per step weighs most there.
     batch = bench.QUICK_BATCH_SIZES[framework.device][0]
-    step = bench.make_step(framework, models.get("lenet"), "eager", "train", batch)
+    mode = _default_mode(framework)
+    step = bench.make_step(framework, models.get("lenet"), mode, "train", batch)
     try:
         bench.first_call_s(step)
         p = OVERHEAD_PROTOCOL
@@ -126,7 +128,7 @@ def test_harness_overhead(framework, benchmark, progress, record_property):
     record_property("harness_overhead", overhead)
     record_property("harness_overhead_se", noise)
     benchmark.extra_info.update(harness_overhead=overhead, harness_overhead_se=noise)
-    summary = (f"harness overhead, {framework.name}/lenet {framework.device} eager train "
+    summary = (f"harness overhead, {framework.name}/lenet {framework.device} {mode} train "
                f"b{batch}: pytest-benchmark {batch / statistics.median(harness):,.0f} img/s vs "
                f"bare loop {batch / statistics.median(bare):,.0f} img/s ({len(harness)} vs "
                f"{len(bare)} alternating rounds of {iterations} steps): {100 * overhead:+.2f}% "
@@ -146,10 +148,15 @@ def test_harness_overhead(framework, benchmark, progress, record_property):
 TINY = bench.Protocol(rounds=3, warmup_rounds=1, round_s=0.005)
 
 
-def _oom(framework_name: str) -> Exception:
-    """An instance of the framework's own OOM class, as the allocator raises it."""
-    cls = bench.oom_errors(framework_name)[0]
-    if framework_name == "torch":
+def _default_mode(framework) -> str:
+    """The framework's default way to run a step (its mode measured under --quick)."""
+    return modes_for(framework.name, framework.device, quick=True)[0]
+
+
+def _oom(framework) -> Exception:
+    """An instance of the adapter's own OOM class, as the allocator raises it."""
+    cls = framework.oom_errors()[0]
+    if framework.name == "torch":
         return cls("CUDA out of memory. Tried to allocate 2.00 GiB (fault injected)")
     return cls(None, None, "OOM when allocating tensor with shape[8192,64,30,30] (fault injected)")
 
@@ -179,9 +186,10 @@ def test_oom_becomes_a_row_and_the_next_configuration_runs(framework, where, res
     def write(row):
         return write_row(tmp_path, {**results.common(), **row})
 
-    oom_case = bench.Case(framework.name, framework.device, "lenet", "eager", "train", 8)
-    next_case = bench.Case(framework.name, framework.device, "lenet", "eager", "infer", 4)
-    factory, arm = _faulty_factory(_oom(framework.name), where)
+    mode = _default_mode(framework)
+    oom_case = bench.Case(framework.name, framework.device, "lenet", mode, "train", 8)
+    next_case = bench.Case(framework.name, framework.device, "lenet", mode, "infer", 4)
+    factory, arm = _faulty_factory(_oom(framework), where)
     # "timed": the first round completes, then the fault strikes inside the second round.
     timer = bench.BareTimer(between_rounds=arm if where == "timed" else None)
     oom_row = bench.run_case(oom_case, framework, timer=timer, protocol=TINY, write=write,
@@ -197,7 +205,7 @@ def test_oom_becomes_a_row_and_the_next_configuration_runs(framework, where, res
     assert oom["images_per_s"] == [] and oom["median_images_per_s"] is None
     assert oom["flops_per_s"] is None and oom["fraction_of_ceiling"] is None
     assert "fault injected" in oom["error"]
-    assert type(_oom(framework.name)).__name__ in oom["error"]
+    assert type(_oom(framework)).__name__ in oom["error"]
     assert rows["infer"]["status"] == next_row["status"] == "ok"
     assert len(rows["infer"]["images_per_s"]) == TINY.rounds
 
@@ -206,19 +214,20 @@ def test_a_wrapped_oom_is_still_an_oom(framework):
     """A compiler may wrap the allocator's error (raise ... from oom): still an OOM."""
     try:
         try:
-            raise _oom(framework.name)
+            raise _oom(framework)
         except Exception as inner:
             raise RuntimeError("backend compiler failed") from inner
     except RuntimeError as wrapped:
-        assert bench.is_oom(wrapped, framework.name)
-    assert not bench.is_oom(ValueError("shapes do not match"), framework.name)
+        assert framework.is_oom(wrapped)
+    assert not framework.is_oom(ValueError("shapes do not match"))
 
 
 def test_other_errors_are_recorded_and_fail_the_test(framework, results, tmp_path):
     def write(row):
         return write_row(tmp_path, {**results.common(), **row})
 
-    case = bench.Case(framework.name, framework.device, "lenet", "eager", "train", 8)
+    case = bench.Case(framework.name, framework.device, "lenet", _default_mode(framework),
+                      "train", 8)
     factory, _ = _faulty_factory(ValueError("not an OOM"), "first_call")
     with pytest.raises(ValueError, match="not an OOM"):
         bench.run_case(case, framework, timer=bench.BareTimer(), protocol=TINY, write=write,
@@ -285,25 +294,35 @@ def test_rows_carry_flops_and_the_fraction_of_the_ceiling():
 
 
 def test_configurations_follow_device_and_quick():
+    """The case list is the product of the registries: every registered mode where it exists
+    (cuda_graph has no CPU case), each framework's quick mode alone under quick, and the
+    frameworks interleaved so that drifting load touches both alike."""
     full = bench.cases(("tf", "torch"), ("cpu", "gpu"), ("keras_cnn",), quick=False)
     cpu = {(c.framework, c.mode) for c in full if c.device == "cpu"}
-    assert cpu == {("tf", "eager"), ("tf", "xla"), ("torch", "eager"), ("torch", "compiled")}
-    assert {c.batch_size for c in full if c.device == "cpu"} == {32, 256, 1024}
-    assert {c.batch_size for c in full if c.device == "gpu"} == {32, 512, 8192}
-    assert {c.mode for c in full if c.framework == "torch" and c.device == "gpu"} == {
-        "eager", "compiled", "cuda_graph"}
+    assert cpu == {("tf", "graph"), ("tf", "xla"), ("torch", "eager"), ("torch", "compiled")}
+    assert ("torch", "cuda_graph") in {(c.framework, c.mode) for c in full if c.device == "gpu"}
+    assert not any(c.mode == "cuda_graph" for c in full if c.device == "cpu")
     quick = bench.cases(("tf", "torch"), ("cpu", "gpu"), ("keras_cnn",), quick=True)
-    assert {c.mode for c in quick} == {"eager"}
-    assert {(c.device, c.batch_size) for c in quick} == {("cpu", 32), ("gpu", 512)}
-    assert len(quick) == 2 * 2 * 2   # devices x frameworks x phases
+    assert {(c.framework, c.mode) for c in quick} == {("tf", "graph"), ("torch", "eager")}
+    assert len(quick) == 2 * 2 * 2   # devices x frameworks x phases, one batch size each
+    # Within one (device, arch, phase, batch) the two frameworks follow each other.
+    firsts = [c.framework for c in full if c.device == "cpu" and c.phase == "train"][:4]
+    assert firsts == ["tf", "tf", "torch", "torch"]
     override = bench.cases(("torch",), ("cpu",), ("lenet",), quick=True,
                            batch_size_override=(4, 4, 64))
     assert [c.batch_size for c in override if c.phase == "train"] == [4, 64]
 
 
-def test_eager_training_step_learns_the_resident_batch(framework, arch):
+def test_a_mode_that_does_not_exist_here_is_refused_by_name(framework):
+    with pytest.raises(ValueError, match="has no mode 'warp'.*expected one of"):
+        bench.make_step(framework, models.get("lenet"), "warp", "train", 4)
+    with pytest.raises(ValueError, match="unknown phase"):
+        bench.make_step(framework, models.get("lenet"), _default_mode(framework), "fly", 4)
+
+
+def test_default_training_step_learns_the_resident_batch(framework, arch):
     """The timed step is a real training step: repeated on one batch, its loss falls."""
-    step = bench.make_step(framework, arch, "eager", "train", 16)
+    step = bench.make_step(framework, arch, _default_mode(framework), "train", 16)
     try:
         losses = [float(step.run()) for _ in range(15)]
     finally:
@@ -317,31 +336,33 @@ def test_eager_training_step_learns_the_resident_batch(framework, arch):
 def test_keras_adam_keeps_its_step_count_on_the_device():
     """A CUDA graph replays device work only: Adam's step count and bias-corrected step size
     must live in a tensor updated inside step(), or every replay would reuse the step size of
-    the capture. Checked here on the CPU: the count is a tensor and advances per step."""
-    torch = pytest.importorskip("torch")
-    from twinbench.frameworks.torch_backend import KerasAdam
-    params = [torch.zeros(3, requires_grad=True)]
-    opt = KerasAdam(params, lr=1e-2)
+    the capture. Checked here on the CPU: the count is a tensor beside the parameters (not a
+    Python number) and advances once per training step."""
+    torch_cpu = adapter("torch", "cpu")   # a skip with the reason where torch cannot be loaded
+    arch = models.get("keras_cnn")
+    recipe = recipes.for_arch(arch.name)
+    assert recipe.optimizer == "adam", "keras_cnn's recipe no longer trains with Adam"
+    model = torch_cpu.build(arch)
+    optimizer = torch_cpu.make_optimizer(model, recipe)
+    images, labels = bench.synthetic_batch(4, recipe)
+    parameter = next(model.net.parameters())
     for n in (1, 2, 3):
-        params[0].grad = torch.ones(3)
-        opt.step()
-        step = opt.param_groups[0]["step"]
-        assert torch.is_tensor(step) and float(step) == n
-    # Bias-corrected Adam moves a constant gradient by lr per step (m/sqrt(v) = 1).
-    np.testing.assert_allclose(params[0].detach().numpy(), -3e-2, rtol=1e-5)
+        torch_cpu.train_step(model, optimizer, images, labels)
+        count = optimizer.param_groups[0]["step"]
+        assert not isinstance(count, (int, float)), f"the step count is a Python {type(count)}"
+        assert count.device == parameter.device and float(count) == n
 
 
 @pytest.mark.gpu
-def test_cuda_graph_step_equals_eager_steps(arch):
+def test_cuda_graph_step_equals_eager_steps(arch, torch_gpu):
     """Replaying the captured training step trains exactly as eager steps do (GPU only)."""
-    torch_gpu = adapter("torch", "gpu")
     graph = bench.make_step(torch_gpu, arch, "cuda_graph", "train", 64)
     eager = bench.make_step(torch_gpu, arch, "eager", "train", 64)
     try:
-        graph.prepare()            # 3 eager warm-up steps, then the capture (which runs nothing)
+        graph.prepare()            # warm-up steps (undone), then the capture (which runs nothing)
         for _ in range(3):
             graph.run()
-        for _ in range(6):
+        for _ in range(3):
             eager.run()
         torch_gpu.synchronize()
         got, want = torch_gpu.get_weights(graph.model), torch_gpu.get_weights(eager.model)
@@ -354,7 +375,7 @@ def test_cuda_graph_step_equals_eager_steps(arch):
 
 
 def test_cpu_ceiling_is_the_fastest_sgemm_at_hand(monkeypatch):
-    from twinbench import ceilings
+    from twinbench.frameworks import ceilings
     monkeypatch.setattr(ceilings, "CPU_MATMUL_N", 256)
     monkeypatch.setattr(ceilings, "CPU_COPY_BYTES", 4 * 2**20)
     measured = ceilings.measure("cpu")

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import models
-from twinbench.compare import compare
+from twinbench.agreement import compare
 from twinbench.recipes import RECIPES
 from twinbench.results import validate_row
 from twinbench.tolerances import Tolerance, parity
@@ -83,14 +83,13 @@ def test_one_epoch_of_sgd_matches_across_frameworks(twins, device):
             what="displacement after one epoch of lenet_sgd, torch vs tf")
 
 
+@pytest.mark.gpu
 @pytest.mark.parametrize("recipe_name", list(RECIPES))
-def test_cuda_graph_epoch_matches_the_eager_epoch(recipe_name, device):
+def test_cuda_graph_epoch_matches_the_eager_epoch(recipe_name, torch_gpu):
     """On a GPU, torch's fit_epoch replays many steps per CUDA graph: it must take the same
-    steps as the eager loop (warm-up undone, remainder batches run eagerly)."""
-    if device != "gpu":
-        pytest.skip("CUDA graphs exist on the GPU only")
-    from fixtures.frameworks import adapter
-    torch_fw = adapter("torch", device)
+    steps as the eager loop (warm-up undone, remainder batches run eagerly). CUDA graphs
+    exist on a GPU only, so there is no CPU case."""
+    torch_fw, device = torch_gpu, "gpu"
     recipe = tiny_recipe(recipe_name, epochs=1)
     arch = models.get(recipe.arch)
     split = tiny_split(1000, 0)

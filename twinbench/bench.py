@@ -1,31 +1,18 @@
-"""The throughput tier's machinery: what is measured (cases), the steps (one factory per
-framework and mode), one timing protocol for both frameworks, and the result rows.
+"""The throughput tier's engine: what is measured (cases), the step of each case (built by
+the registered mode, twinbench/frameworks/modes.py), one timing protocol for both frameworks,
+and the result rows. Nothing here knows a framework: the adapter does.
 
 What one measurement is
 -----------------------
-A *step* is one training step (forward, cross-entropy, backward, the recipe's optimizer
-update: Keras Adam for keras_cnn as in keras_cnn_adam, SGD with momentum for lenet as in
-lenet_sgd) or one inference forward pass, on a synthetic batch that already lives on the
+A *step* is one training step (forward, cross-entropy, backward, the optimizer update of
+the architecture's own recipe, `recipes.for_arch`: Keras Adam for keras_cnn as in
+keras_cnn_adam, SGD with momentum for lenet as in lenet_sgd) or one inference forward pass, on a synthetic batch that already lives on the
 device: no input pipeline, no host-to-device copy inside the timed region. Every round of
 every mode steps on the same resident batch.
 
-Modes (the row's `mode`):
-- torch "eager": the module called op by op, as a plain training loop does.
-- torch "compiled": the module wrapped in `torch.compile(fullgraph=True, dynamic=False)`;
-  AOTAutograd compiles forward and backward, the optimizer update stays eager (compiling the
-  update is a separate compilation this tier does not measure).
-- torch "cuda_graph" (GPU only): the whole training step (forward, backward, optimizer update)
-  captured once into a CUDA graph on static buffers, after warm-up steps on a side stream as
-  the torch docs prescribe, then replayed. The adapter's Keras Adam keeps its step count on
-  the device, so every replay applies the right bias-corrected step size instead of the one
-  frozen at capture.
-- TensorFlow "eager": the step as a `tf.function` WITHOUT XLA, i.e. TensorFlow's default graph
-  execution, which is what Keras's own `fit` runs. Pure op-by-op eager TensorFlow
-  (`run_eagerly=True`) is not measured: it is a debugging mode, several times slower, that no
-  training program uses for speed, so it would compare torch's production path with
-  TensorFlow's debugging path. The row's mode is still "eager" so that the tables line up the
-  two frameworks' default ways of running.
-- TensorFlow "xla": the same `tf.function` with `jit_compile=True`.
+Modes (the row's `mode`): registered in twinbench/frameworks/modes.py, which says what each
+one runs; the adapter builds the step of each. A mode exists on some devices only
+(cuda_graph on a GPU): elsewhere it has no case, rather than a skipped one.
 
 Timing protocol (identical for both frameworks)
 -----------------------------------------------
@@ -43,8 +30,8 @@ Timing protocol (identical for both frameworks)
 
 Out of memory
 -------------
-A configuration that runs out of memory (torch.OutOfMemoryError, tf.errors.
-ResourceExhaustedError, also when wrapped by a compiler) is written as a row with status
+A configuration that runs out of memory (the adapter's `is_oom`: torch.OutOfMemoryError,
+tf.errors.ResourceExhaustedError, also when wrapped by a compiler) is written as a row with status
 "oom", no rounds and a null median, memory is released, and `run_case` returns normally so
 that the next configuration runs. Any other exception is written as an "error" row and
 re-raised: a benchmark that breaks must fail its test, and the report still shows which
@@ -52,31 +39,21 @@ configuration broke.
 """
 from __future__ import annotations
 
-import gc
 import os
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Callable
 
 import numpy as np
 
 import models
-from twinbench import imports, slowdown
-from twinbench.recipes import RECIPES
+from twinbench import recipes, slowdown
+from twinbench.frameworks.modes import PHASES, Step, get_mode, modes_for
 
 # --------------------------------------------------------------------------------------
 # What is measured
 # --------------------------------------------------------------------------------------
-PHASES = ("train", "infer")
-# The recipe whose optimizer (and input normalization) an architecture's training step uses.
-RECIPE_FOR_ARCH = {"keras_cnn": "keras_cnn_adam", "lenet": "lenet_sgd"}
-# Modes per framework and device. cuda_graph does not exist on a CPU: no case, not a skip.
-MODES = {
-    "torch": {"cpu": ("eager", "compiled"), "gpu": ("eager", "compiled", "cuda_graph")},
-    "tf": {"cpu": ("eager", "xla"), "gpu": ("eager", "xla")},
-}
-QUICK_MODES = ("eager",)
 DEFAULT_BATCH_SIZES = {"cpu": (32, 256, 1024), "gpu": (32, 512, 8192)}
 QUICK_BATCH_SIZES = {"cpu": (32,), "gpu": (512,)}
 # FLOPs of a training step per image, as a multiple of the forward pass: the backward pass
@@ -104,7 +81,7 @@ class Protocol:
 QUICK = Protocol(rounds=7, warmup_rounds=1, round_s=0.2)
 # Full: 12 rounds of about 0.25 s (about 4 s a configuration, so that the 24 torch GPU
 # configurations fit a few minutes). On the H100 single timed blocks varied by 5-8%
-# (FACTS.md): the median of 12 rounds then carries a standard error of about 2-3%.
+# (docs/methodology.md#throughput-protocol): the median of 12 rounds then carries a standard error of about 2-3%.
 FULL = Protocol(rounds=12, warmup_rounds=2, round_s=0.25)
 
 
@@ -131,15 +108,11 @@ def batch_sizes(device: str, *, quick: bool,
     return (QUICK_BATCH_SIZES if quick else DEFAULT_BATCH_SIZES)[device]
 
 
-def modes(framework: str, device: str, *, quick: bool) -> tuple[str, ...]:
-    available = MODES[framework][device]
-    return tuple(m for m in available if m in QUICK_MODES) if quick else available
-
-
 def cases(frameworks, devices, arches, *, quick: bool,
           batch_size_override: tuple[int, ...] | None = None) -> list[Case]:
-    """Every configuration to measure, frameworks interleaved: for each (device, arch, phase,
-    batch) the frameworks' modes run next to each other, so that drifting load on a shared
+    """Every configuration to measure (under `quick`, each framework's quick modes only),
+    frameworks interleaved: for each (device, arch, phase, batch) the frameworks' modes run
+    next to each other, so that drifting load on a shared
     machine touches both frameworks alike rather than whichever ran last."""
     out = []
     for device in devices:
@@ -147,7 +120,7 @@ def cases(frameworks, devices, arches, *, quick: bool,
             for phase in PHASES:
                 for batch in batch_sizes(device, quick=quick, override=batch_size_override):
                     for framework in frameworks:
-                        for mode in modes(framework, device, quick=quick):
+                        for mode in modes_for(framework, device, quick=quick):
                             out.append(Case(framework, device, arch, mode, phase, batch))
     return out
 
@@ -168,258 +141,25 @@ def synthetic_batch(batch_size: int, recipe, seed: int = 0) -> tuple[np.ndarray,
 # --------------------------------------------------------------------------------------
 # Steps
 # --------------------------------------------------------------------------------------
-@dataclass
-class Step:
-    """One step, ready to call. `run()` launches one step and returns its output (loss or
-    logits) without waiting for the device; `sync()` waits for the device. `prepare()` does
-    the work that must precede the first run (CUDA-graph capture) and is timed as part of
-    compile_s. `close()` releases what the step holds."""
-    run: Callable[[], Any]
-    sync: Callable[[], None]
-    prepare: Callable[[], None] = lambda: None
-    close: Callable[[], None] = lambda: None
-    info: dict = field(default_factory=dict)   # goes into the row (e.g. the optimizer's name)
-    model: Any = None                          # the TwinModel stepped, for tests to inspect
-
-
 StepFactory = Callable[..., Step]   # (adapter, arch, mode, phase, batch_size, seed) -> Step
 
 
 def make_step(adapter, arch, mode: str, phase: str, batch_size: int, seed: int = 0) -> Step:
-    """The step of `mode` and `phase` for `arch` on the adapter's framework and device."""
-    if mode not in MODES[adapter.name][adapter.device]:
-        raise ValueError(f"{adapter.name} on {adapter.device} has no mode {mode!r}; "
-                         f"expected one of {', '.join(MODES[adapter.name][adapter.device])}")
+    """The step of `mode` and `phase` for `arch` on the adapter's framework and device: a
+    model built with `seed`, the optimizer of the architecture's benchmark recipe (training),
+    and a synthetic batch in that recipe's normalization, resident on the device."""
+    registered = get_mode(adapter.name, mode, adapter.device)
     if phase not in PHASES:
         raise ValueError(f"unknown phase {phase!r}; expected one of {', '.join(PHASES)}")
-    recipe = RECIPES[RECIPE_FOR_ARCH[arch.name]]
-    if adapter.name == "torch":
-        return _torch_step(adapter, arch, recipe, mode, phase, batch_size, seed)
-    return _tf_step(adapter, arch, recipe, mode, phase, batch_size, seed)
-
-
-# -- torch ------------------------------------------------------------------------------
-def _torch_step(adapter, arch, recipe, mode, phase, batch_size, seed) -> Step:
-    torch = imports.torch()
-    F = torch.nn.functional
+    recipe = recipes.for_arch(arch.name)
     model = adapter.build(arch, seed=seed)
     images, labels = synthetic_batch(batch_size, recipe, seed)
-    x, y = adapter.prepare_data(model, images, labels)
-    net = model.net
-    net.train(phase == "train")
-    optimizer = None
-    if phase == "train":
-        # KerasAdam keeps its step count on the device, so a replayed graph stays right.
-        optimizer = adapter.make_optimizer(model, recipe)
-
-    # The accuracy suite may have switched oneDNN off for LeNet at batch 4; the benchmark
-    # always measures torch's default CPU backend, whatever ran before it in the session.
-    # (Set after everything above that can fail, so that close() always restores it.)
-    mkldnn_before = torch.backends.mkldnn.enabled
-    torch.backends.mkldnn.enabled = True
-
-    def close():
-        torch.backends.mkldnn.enabled = mkldnn_before
-
-    if mode == "cuda_graph":
-        step = _torch_cuda_graph_step(torch, adapter, net, optimizer, x, y, close)
-        step.model = model
-        return step
-
-    if mode == "compiled":
-        # A fresh compiler state per configuration: otherwise recompilations for each new
-        # model instance and batch size pile up until dynamo's cache limit, past which it
-        # silently runs eager and "compiled" would measure eager.
-        torch.compiler.reset()
-        net_call = torch.compile(net, fullgraph=True, dynamic=False)
-    else:
-        net_call = net
-
-    if phase == "train":
-        def run():
-            optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(net_call(x), y)
-            loss.backward()
-            optimizer.step()
-            return loss.detach()
-    else:
-        def run():
-            with torch.inference_mode():
-                return net_call(x)
-    return Step(run=run, sync=adapter.synchronize, close=close, model=model,
-                info={"optimizer": type(optimizer).__name__ if optimizer else None})
-
-
-def _torch_cuda_graph_step(torch, adapter, net, optimizer, x, y, close) -> Step:
-    """Capture one step into a CUDA graph on static buffers (x, y stay where they are; new
-    data would be copied into them before each replay), following the torch docs' "whole
-    network capture": warm-up iterations on a side stream, grads set to None before capture
-    so backward allocates them from the graph's private pool, then replay."""
-    F = torch.nn.functional
-    graph = torch.cuda.CUDAGraph()
-    static: dict = {}
-    train = optimizer is not None
-
-    def eager_step():
-        if train:
-            optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(net(x), y)
-            loss.backward()
-            optimizer.step()
-        else:
-            with torch.no_grad():
-                net(x)
-
-    def prepare():
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            for _ in range(3):   # warm-up: cuDNN/cuBLAS workspaces, optimizer state
-                eager_step()
-        torch.cuda.current_stream().wait_stream(side)
-        if train:
-            optimizer.zero_grad(set_to_none=True)
-            with torch.cuda.graph(graph):
-                loss = F.cross_entropy(net(x), y)
-                loss.backward()
-                optimizer.step()
-            static["out"] = loss
-        else:
-            with torch.no_grad(), torch.cuda.graph(graph):
-                static["out"] = net(x)
-
-    def run():
-        graph.replay()
-        return static["out"]
-
-    def close_graph():
-        graph.reset()
-        close()
-
-    return Step(run=run, sync=adapter.synchronize, prepare=prepare, close=close_graph,
-                info={"optimizer": type(optimizer).__name__ if optimizer else None})
-
-
-# -- TensorFlow -------------------------------------------------------------------------
-def _tf_step(adapter, arch, recipe, mode, phase, batch_size, seed) -> Step:
-    tf = imports.tensorflow()
-    import keras
-
-    model = adapter.build(arch, seed=seed)
-    images, labels = synthetic_batch(batch_size, recipe, seed)
-    x = adapter.to_tensor(model, images)
-    with tf.device(adapter.tf_device):
-        y = tf.constant(labels)
-    net = model.net
-    device = adapter.tf_device
-    jit = mode == "xla"
-    optimizer = None
-    if phase == "train":
-        optimizer = adapter.make_optimizer(model, recipe)
-        variables = list(net.trainable_variables)
-        optimizer.build(variables)   # slots exist before tracing, never created inside it
-        loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-        @tf.function(jit_compile=jit)
-        def train_step(x, y):
-            with tf.device(device):
-                with tf.GradientTape() as tape:
-                    loss = loss_fn(y, net(x, training=True))
-                optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-                return loss
-
-        def run():
-            return train_step(x, y)
-    else:
-        @tf.function(jit_compile=jit)
-        def infer_step(x):
-            with tf.device(device):
-                return net(x, training=False)
-
-        def run():
-            return infer_step(x)
-    return Step(run=run, sync=adapter.synchronize, model=model,
-                info={"optimizer": type(optimizer).__name__ if optimizer else None})
-
-
-# --------------------------------------------------------------------------------------
-# Precision, threads, out-of-memory errors
-# --------------------------------------------------------------------------------------
-def pin_precision(adapter) -> None:
-    """Full fp32 everywhere: TF32 off (TensorFlow enables it by default on Ampere and later,
-    torch for cuDNN convolutions), no autocast. The adapters pin this on construction; this
-    repeats it in case something in the session flipped a global switch since."""
-    if adapter.device != "gpu":
-        return   # TF32 is a GPU tensor-core mode: a CPU computes plain fp32 either way
-    if adapter.name == "torch":
-        torch = imports.torch()
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
-        torch.set_float32_matmul_precision("highest")
-    else:
-        imports.tensorflow().config.experimental.enable_tensor_float_32_execution(False)
-
-
-def precision_policy(adapter) -> dict:
-    """The precision switches in force, for the row (the reports never pool different ones)."""
-    tf32 = False
-    if adapter.device == "gpu":
-        if adapter.name == "torch":
-            torch = imports.torch()
-            tf32 = torch.backends.cuda.matmul.allow_tf32 or torch.backends.cudnn.allow_tf32
-        else:
-            tf32 = imports.tensorflow().config.experimental.tensor_float_32_execution_enabled()
-    return {"tf32": bool(tf32), "autocast": None}
-
-
-def framework_threads(adapter) -> int:
-    """The CPU thread count the framework actually uses (pinned equal at session start)."""
-    if adapter.name == "torch":
-        return int(imports.torch().get_num_threads())
-    n = imports.tensorflow().config.threading.get_intra_op_parallelism_threads()
-    # 0 means "TensorFlow's default": one thread per usable core.
-    return int(n) or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
-                      else os.cpu_count() or 1)
-
-
-def oom_errors(framework: str) -> tuple[type, ...]:
-    """The framework's out-of-memory exception classes."""
-    if framework == "torch":
-        return (imports.torch().OutOfMemoryError,)   # torch.cuda.OutOfMemoryError is this class
-    return (imports.tensorflow().errors.ResourceExhaustedError,)
-
-
-# Messages of OOMs that reach us as the framework's generic error (e.g. an allocation inside a
-# compiler or a CUDA call rather than the caching allocator).
-# torch raises a plain RuntimeError when a CPU allocation fails (no OutOfMemoryError class).
-_OOM_MESSAGES = {"torch": ("CUDA out of memory", "CUDA error: out of memory",
-                           "DefaultCPUAllocator: can't allocate memory"),
-                 "tf": ("RESOURCE_EXHAUSTED", "OOM when allocating")}
-
-
-def is_oom(exc: BaseException, framework: str) -> bool:
-    """Whether `exc`, or any exception it was raised from, is an out-of-memory error."""
-    classes = oom_errors(framework)
-    generic = RuntimeError if framework == "torch" else imports.tensorflow().errors.OpError
-    seen = set()
-    while exc is not None and id(exc) not in seen:
-        seen.add(id(exc))
-        if isinstance(exc, classes):
-            return True
-        if isinstance(exc, generic) and any(m in str(exc) for m in _OOM_MESSAGES[framework]):
-            return True
-        exc = exc.__cause__ or exc.__context__
-    return False
-
-
-def release_memory(framework: str) -> None:
-    """Return freed memory to the device after a failed configuration."""
-    gc.collect()
-    if framework == "torch":
-        torch = imports.torch()
-        if torch.cuda.is_available() and torch.cuda.is_initialized():
-            torch.cuda.synchronize()
-            torch.cuda.empty_cache()
+    data = adapter.prepare_data(model, images, labels)
+    optimizer = adapter.make_optimizer(model, recipe) if phase == "train" else None
+    step = registered.factory(adapter, model, optimizer, data, phase)
+    step.model = model
+    step.info.setdefault("optimizer", type(optimizer).__name__ if optimizer else None)
+    return step
 
 
 # --------------------------------------------------------------------------------------
@@ -553,17 +293,20 @@ def _error_text(exc: BaseException, limit: int = 600) -> str:
 
 
 def run_case(case: Case, adapter, *, timer, protocol: Protocol, write: Callable[[dict], Any],
-             ceiling=None, step_factory: StepFactory = make_step, seed: int = 0) -> dict:
+             ceiling=None, step_factory: StepFactory = make_step, seed: int = 0,
+             wrap_step: Callable[[Step], Step] | None = None) -> dict:
     """Measure one configuration and write its row; returns the row.
 
+    `wrap_step`, when given, receives the built step and returns the step to measure (e.g. a
+    test that slows run() down by a known fraction to check the regression gate).
     OOM anywhere (building, first call, timed rounds) becomes an "oom" row and a normal
     return; any other exception becomes an "error" row and is re-raised."""
     arch = models.get(case.arch)
-    pin_precision(adapter)
+    adapter.pin_precision()   # again: something in the session may have flipped a switch
     row = {"kind": "throughput", "framework": case.framework, "arch": case.arch,
            "device": case.device, "mode": case.mode, "phase": case.phase,
            "batch_size": case.batch_size, "status": "ok", "error": None, "compile_s": None,
-           "threads": framework_threads(adapter), "precision": precision_policy(adapter),
+           "threads": adapter.threads(), "precision": adapter.precision_policy(),
            **throughput_fields(case, arch, [], None)}
     if hasattr(os, "getloadavg"):
         # Other work on the machine slows every round, a 2-thread torch step on a busy 2-core
@@ -576,6 +319,8 @@ def run_case(case: Case, adapter, *, timer, protocol: Protocol, write: Callable[
     failure = None
     try:
         step = step_factory(adapter, arch, case.mode, case.phase, case.batch_size, seed)
+        if wrap_step is not None:
+            step = wrap_step(step)
         # Test switch TWINBENCH_INJECT_SLOWDOWN (twinbench/slowdown.py): recorded in the row.
         step = slowdown.from_env(step)
         row["compile_s"] = first_call_s(step)
@@ -590,7 +335,7 @@ def run_case(case: Case, adapter, *, timer, protocol: Protocol, write: Callable[
                            "calibrated_step_s": step_s}
         row.update(step.info)
     except Exception as exc:   # noqa: BLE001 (classified and re-raised below)
-        oom = is_oom(exc, case.framework)
+        oom = adapter.is_oom(exc)
         row.update(status="oom" if oom else "error", error=_error_text(exc),
                    **throughput_fields(case, arch, [], ceiling_flops))
         if oom:
@@ -608,7 +353,7 @@ def run_case(case: Case, adapter, *, timer, protocol: Protocol, write: Callable[
                 failure = exc
         step = None
     if row["status"] != "ok":
-        release_memory(case.framework)
+        adapter.release_memory()
     write(row)
     if failure is not None:
         raise failure

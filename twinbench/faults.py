@@ -50,7 +50,7 @@ def break_relu(model, layer: str) -> None:
             raise ValueError(f"{model.arch.name}: layer {layer!r} has no relu activation "
                              f"({k_layer.activation.__name__})")
         k_layer.activation = keras.activations.linear
-    model.compiled_step = None   # a traced training step would still hold the old graph
+    model.compiled.clear()   # a traced training step would still hold the old graph
 
 
 def torch_default_adam(model, recipe):

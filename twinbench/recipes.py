@@ -1,6 +1,7 @@
 """Training recipes as data: one frozen dataclass each, overridden with dataclasses.replace.
+RECIPES is the registry (options, result rows and the benchmark read it); `register` adds one.
 
-The two reference programs (../shared/FACTS.md, "seed recipes"):
+The two reference programs (docs/methodology.md#reference-programs):
 - keras_cnn_adam: the TensorFlow tutorial's Keras CNN, inputs /255, Adam (Keras defaults,
   lr 1e-3, epsilon 1e-7 in its "epsilon hat" placement), batch 32, 10 epochs.
 - lenet_sgd: the PyTorch tutorial's LeNet, inputs (x - 0.5) / 0.5, SGD lr 1e-3 momentum 0.9,
@@ -54,14 +55,36 @@ def _center(images: np.ndarray) -> np.ndarray:
 
 PREPROCESSING = {"scale": _scale, "center": _center}
 
-RECIPES: dict[str, Recipe] = {r.name: r for r in (
+RECIPES: dict[str, Recipe] = {}
+
+
+def register(recipe: Recipe) -> Recipe:
+    """Add a recipe; a second recipe under the same name is refused."""
+    if recipe.name in RECIPES:
+        raise ValueError(f"recipe {recipe.name!r} is registered already")
+    RECIPES[recipe.name] = recipe
+    return recipe
+
+
+def for_arch(arch: str) -> Recipe:
+    """The architecture's own recipe (the first registered that trains it): its optimizer and
+    input normalization are what the benchmark's training step of that architecture uses."""
+    for recipe in RECIPES.values():
+        if recipe.arch == arch:
+            return recipe
+    raise ValueError(f"no recipe trains architecture {arch!r}; register one in "
+                     f"twinbench/recipes.py (recipes: {', '.join(RECIPES)})")
+
+
+for _recipe in (
     Recipe(name="keras_cnn_adam", arch="keras_cnn", optimizer="adam", lr=1e-3, batch_size=32,
            epochs=10, preprocess="scale", epsilon=1e-7, reference_framework="tf",
            reference_accuracy=0.71),
     Recipe(name="lenet_sgd", arch="lenet", optimizer="sgd", lr=1e-3, momentum=0.9, batch_size=4,
            epochs=10, preprocess="center", reference_framework="torch",
            reference_accuracy=0.6367),
-)}
+):
+    register(_recipe)
 
 
 def get(name: str) -> Recipe:

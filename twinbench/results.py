@@ -26,15 +26,18 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Iterable
 
+import models
+from twinbench.frameworks import DEVICES
+from twinbench.frameworks.modes import PHASES, modes_for, mode_names
+from twinbench.imports import FRAMEWORKS
+
 SCHEMA = "twinbench.result/1"
 
 KINDS = ("throughput", "accuracy")
-FRAMEWORKS = ("tf", "torch")
-ARCHS = ("keras_cnn", "lenet")
-DEVICES = ("cpu", "gpu")
-MODES = ("eager", "compiled", "xla", "cuda_graph")
-PHASES = ("train", "infer")
 STATUSES = ("ok", "oom", "error")
+# Modes renamed since rows were first written: (framework, old name) -> new name. Rows are
+# mapped on read (read_row), so that old result directories still load and tabulate.
+RENAMED_MODES = {("tf", "eager"): "graph"}
 
 # check_writable refuses a results directory with less free space than this: a full disk
 # discovered after hours of training loses the run's rows.
@@ -68,6 +71,24 @@ def _nullable(check):
 
 def _one_of(choices):
     return lambda v: v in choices
+
+
+class _Registered:
+    """A field check against a registry read at check time (a twin registered after this
+    module was imported is still accepted); str() lists the names, for error messages."""
+
+    def __init__(self, names: Callable[[], Iterable[str]]):
+        self.names = names
+
+    def __call__(self, v) -> bool:
+        return v in tuple(self.names())
+
+    def __str__(self) -> str:
+        return " | ".join(self.names())
+
+
+_ARCHS = _Registered(lambda: models.ARCHITECTURES)
+_MODES = _Registered(mode_names)
 
 
 def _is_str(v) -> bool:
@@ -110,7 +131,7 @@ COMMON_FIELDS = {
     "run_id": (_is_str, "non-empty str"),
     "created": (_is_utc_timestamp, "ISO-8601 UTC timestamp"),
     "framework": (_one_of(FRAMEWORKS), " | ".join(FRAMEWORKS)),
-    "arch": (_one_of(ARCHS), " | ".join(ARCHS)),
+    "arch": (_ARCHS, _ARCHS),
     "device": (_one_of(DEVICES), " | ".join(DEVICES)),
     "versions": (_is_str_dict, "dict of str -> str"),
     "machine": (lambda v: isinstance(v, dict), "dict (the machine fingerprint)"),
@@ -126,7 +147,7 @@ MACHINE_FIELDS = {
 }
 
 THROUGHPUT_FIELDS = {
-    "mode": (_one_of(MODES), " | ".join(MODES)),
+    "mode": (_MODES, _MODES),
     "phase": (_one_of(PHASES), " | ".join(PHASES)),
     "batch_size": (lambda v: _is_int(v) and v > 0, "positive int"),
     "status": (_one_of(STATUSES), " | ".join(STATUSES)),
@@ -175,10 +196,20 @@ def _check_fields(obj: dict, spec: dict, where: str, problems: list[str]) -> Non
             problems.append(f"field {where}{name!r} should be {expected}, got {shown}")
 
 
+def upgrade_row(row):
+    """A row as this version writes it: old mode names (RENAMED_MODES) get their new name."""
+    if isinstance(row, dict) and row.get("kind") == "throughput":
+        new = RENAMED_MODES.get((row.get("framework"), row.get("mode")))
+        if new is not None:
+            row = {**row, "mode": new}
+    return row
+
+
 def row_problems(row) -> list[str]:
     """Every way in which `row` departs from the schema (empty when it is valid)."""
     if not isinstance(row, dict):
         return [f"a result row is a JSON object, got {type(row).__name__}"]
+    row = upgrade_row(row)   # an old mode name is valid: it is read as its new name
     problems: list[str] = []
     _check_fields(row, COMMON_FIELDS, "", problems)
     if isinstance(row.get("machine"), dict):
@@ -192,6 +223,11 @@ def row_problems(row) -> list[str]:
             problems.append("status 'ok' needs at least one round in 'images_per_s'")
         if row.get("status") == "ok" and row.get("median_images_per_s") is None:
             problems.append("status 'ok' needs a 'median_images_per_s'")
+        framework, mode = row.get("framework"), row.get("mode")
+        if framework in FRAMEWORKS and _MODES(mode) and not any(
+                mode in modes_for(framework, d) for d in DEVICES):
+            problems.append(f"{framework} has no mode {mode!r} (its modes: "
+                            f"{', '.join(dict.fromkeys(m for d in DEVICES for m in modes_for(framework, d)))})")
     elif kind == "accuracy":
         _check_fields(row, ACCURACY_FIELDS, "", problems)
         for i, epoch in enumerate(row.get("epochs") or []):
@@ -299,7 +335,7 @@ def read_row(path) -> dict:
     except (OSError, UnicodeDecodeError) as exc:
         raise ResultError(f"{path}: cannot be read: {exc}") from exc
     try:
-        row = json.loads(text, parse_constant=_reject_constant)
+        row = upgrade_row(json.loads(text, parse_constant=_reject_constant))
     except ValueError as exc:
         raise ResultError(f"{path}: not valid JSON: {exc}") from exc
     problems = row_problems(row)

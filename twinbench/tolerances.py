@@ -4,7 +4,7 @@ A comparison passes when, for every element,
 
     |actual - expected| <= atol + rtol * |expected| + scaled * max|expected|
 
-(twinbench/compare.py). `scaled` is the natural unit for rounding in sums: a float32 dot
+(twinbench/agreement.py). `scaled` is the natural unit for rounding in sums: a float32 dot
 product of length K carries an error of about sqrt(K) * u times the size of its terms
 (random-walk accumulation; K * u in the worst case), u = 2^-24 the unit roundoff. The size
 of the terms is the size of the tensor, not of each element: an element that is small

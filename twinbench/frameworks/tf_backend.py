@@ -2,12 +2,16 @@
 from __future__ import annotations
 
 import contextlib
+import gc
+import os
 
 import numpy as np
 
 from models.layout import check_weights
 from twinbench import imports
-from twinbench.frameworks import TwinModel, check_images, check_labels
+from twinbench.frameworks import (PreparedData, TwinModel, check_images, check_labels,
+                                  global_rngs_kept, raised_from)
+from twinbench.frameworks.modes import Step
 
 tf = imports.tensorflow()   # torch and torchvision are loaded first inside
 import keras  # noqa: E402  (after imports.tensorflow(), which fixes the backend)
@@ -17,6 +21,8 @@ _loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 # a float64 model (the finite-difference gradient checks) needs a float64 loss.
 _LOSSES = {"float32": _loss_fn,
            "float64": keras.losses.SparseCategoricalCrossentropy(from_logits=True, dtype="float64")}
+# OOMs that reach us as TensorFlow's generic OpError (e.g. raised inside XLA).
+OOM_MESSAGES = ("RESOURCE_EXHAUSTED", "OOM when allocating")
 
 
 def _variables(model: TwinModel):
@@ -35,15 +41,69 @@ class TensorFlowFramework:
     def __init__(self, device: str = "cpu"):
         self.device = device
         self.tf_device = "/GPU:0" if device == "gpu" else "/CPU:0"
-        if device == "gpu":
-            # TensorFlow enables TF32 by default on Ampere and later; pin full fp32 (FACTS.md).
+        self.pin_precision()
+
+    # -- session, precision, memory ------------------------------------------------------------
+    @classmethod
+    def configure(cls, threads: int, determinism: bool) -> list[str]:
+        """Session-wide settings before any model: intra-op threads, GPU memory growth,
+        deterministic ops. Returns notes for the report header."""
+        notes = []
+        try:
+            tf.config.threading.set_intra_op_parallelism_threads(threads)
+            for gpu in tf.config.list_physical_devices("GPU"):
+                # Without growth TF takes nearly all GPU memory at start, starving torch.
+                tf.config.experimental.set_memory_growth(gpu, True)
+        except RuntimeError as exc:
+            # Raised when TF was initialised earlier in this process (e.g. a second
+            # in-process session): the earlier settings stay; say so in the header.
+            notes.append(f"TensorFlow settings unchanged: {exc}")
+        if determinism:
+            tf.config.experimental.enable_op_determinism()
+        return notes
+
+    @classmethod
+    def describe(cls) -> str:
+        gpus = [g.name for g in tf.config.list_physical_devices("GPU")] or ["no GPU"]
+        return (f"tensorflow {tf.__version__} (keras {keras.__version__} on "
+                f"{keras.backend.backend()}, "
+                f"{tf.config.threading.get_intra_op_parallelism_threads()} intra-op "
+                f"threads, {', '.join(gpus)})")
+
+    def pin_precision(self) -> None:
+        """Full fp32: TensorFlow enables TF32 by default on Ampere and later
+        (docs/methodology.md#gpu); a CPU computes plain fp32 either way."""
+        if self.device == "gpu":
             tf.config.experimental.enable_tensor_float_32_execution(False)
+
+    def precision_policy(self) -> dict:
+        tf32 = (self.device == "gpu"
+                and tf.config.experimental.tensor_float_32_execution_enabled())
+        return {"tf32": bool(tf32), "autocast": None}
+
+    def threads(self) -> int:
+        n = tf.config.threading.get_intra_op_parallelism_threads()
+        # 0 means "TensorFlow's default": one thread per usable core.
+        return int(n) or (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                          else os.cpu_count() or 1)
+
+    def oom_errors(self) -> tuple[type, ...]:
+        return (tf.errors.ResourceExhaustedError,)
+
+    def is_oom(self, exc: BaseException) -> bool:
+        return raised_from(exc, self.oom_errors(), tf.errors.OpError, OOM_MESSAGES)
+
+    def release_memory(self) -> None:
+        gc.collect()
 
     # -- building and moving weights ---------------------------------------------------------
     def build(self, arch, seed: int = 0, dtype: str = "float32") -> TwinModel:
-        keras.utils.set_random_seed(seed)
-        with tf.device(self.tf_device):
-            net = arch.keras_model(dtype=dtype)
+        """A fresh twin; seeds TensorFlow's and Keras's generators only (see Framework.build:
+        keras.utils.set_random_seed also seeds Python's and NumPy's, which are restored)."""
+        with global_rngs_kept():
+            keras.utils.set_random_seed(seed)
+            with tf.device(self.tf_device):
+                net = arch.keras_model(dtype=dtype)
         return TwinModel(arch=arch, net=net, dtype=dtype)
 
     def to_tensor(self, model: TwinModel, images: np.ndarray):
@@ -111,21 +171,32 @@ class TensorFlowFramework:
 
     def train_step(self, model: TwinModel, optimizer, images: np.ndarray, labels: np.ndarray) -> float:
         check_labels(labels, len(images))
-        if model.compiled_step is None or model.compiled_step[0] is not optimizer:
-            model.compiled_step = (optimizer, self._compile_step(model, optimizer))
+        # XLA was 2.4x slower on the CPU box (docs/methodology.md#cpu-hosts): graph mode here.
+        step = self._compiled_train_step(model, optimizer, jit_compile=False)
         x = self.to_tensor(model, images)
         with tf.device(self.tf_device):
-            return float(model.compiled_step[1](x, tf.convert_to_tensor(labels)))
+            return float(step(x, tf.convert_to_tensor(labels)))
 
-    def _compile_step(self, model: TwinModel, optimizer):
+    def _compiled_train_step(self, model: TwinModel, optimizer, *, jit_compile: bool):
+        """The one TensorFlow training step, a tf.function (with XLA when jit_compile),
+        traced once per (model, optimizer, jit_compile) and cached on the model."""
+        key = ("train", jit_compile)
+        cached = model.compiled.get(key)
+        if cached is not None and cached[0] is optimizer:
+            return cached[1]
         variables = list(_variables(model).values())
+        if not optimizer.built:
+            optimizer.build(variables)   # slots exist before tracing, never created inside it
+        loss_fn, device = _LOSSES[model.dtype], self.tf_device
 
-        @tf.function(jit_compile=False)   # XLA was 2.4x slower on the CPU box (FACTS.md)
+        @tf.function(jit_compile=jit_compile)
         def step(x, y):
-            with tf.GradientTape() as tape:
-                loss = _LOSSES[model.dtype](y, model.net(x, training=True))
-            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
-            return loss
+            with tf.device(device):
+                with tf.GradientTape() as tape:
+                    loss = loss_fn(y, model.net(x, training=True))
+                optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+                return loss
+        model.compiled[key] = (optimizer, step)
         return step
 
     def synchronize(self) -> None:
@@ -137,9 +208,9 @@ class TensorFlowFramework:
     def prepare_data(self, model: TwinModel, images: np.ndarray, labels: np.ndarray):
         """Prepared float32 NHWC images and labels as tensors on this device, made once per
         run (the NumPy labels are kept for scoring)."""
+        x = self.to_tensor(model, images)
         with tf.device(self.tf_device):
-            return (tf.constant(images.astype(model.dtype, copy=False)), tf.constant(labels),
-                    labels)
+            return PreparedData(x, tf.constant(labels), labels)
 
     def fit_epoch(self, model: TwinModel, optimizer, data, batch_size: int, order: np.ndarray) -> float:
         """One epoch in the given sample order through Keras's own fit (the reference
@@ -149,7 +220,7 @@ class TensorFlowFramework:
         handing fit the permuted NumPy arrays instead copied the whole training set into a
         new tensor every epoch (11.6-12.5 s per epoch against 7.2-8.1 s this way, measured
         on the CPU box)."""
-        x, y, _ = data
+        x, y = data.images, data.labels
         if getattr(model.net, "optimizer", None) is not optimizer:
             model.net.compile(optimizer=optimizer, loss=_LOSSES[model.dtype])
         batches = (tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
@@ -161,13 +232,14 @@ class TensorFlowFramework:
 
     def evaluate(self, model: TwinModel, data, batch_size: int = 1000) -> float:
         """Top-1 accuracy over prepared data, in large batches."""
-        x, _, labels = data
-        if model.compiled_predict is None:
-            model.compiled_predict = tf.function(lambda t: tf.argmax(model.net(t, training=False), 1))
+        x, labels = data.images, data.labels_np
+        if "predict" not in model.compiled:
+            model.compiled["predict"] = tf.function(
+                lambda t: tf.argmax(model.net(t, training=False), 1))
         correct = 0
         with tf.device(self.tf_device):
             for start in range(0, len(x), batch_size):
-                pred = model.compiled_predict(x[start:start + batch_size])
+                pred = model.compiled["predict"](x[start:start + batch_size])
                 correct += int(np.sum(pred.numpy() == labels[start:start + batch_size]))
         return correct / len(x)
 
@@ -176,3 +248,26 @@ class TensorFlowFramework:
         """Nothing to change for TensorFlow (Keras's own fit loop is the fast path here);
         yields what the result row records: the intra-op thread count."""
         yield {"threads": tf.config.threading.get_intra_op_parallelism_threads()}
+
+    # -- benchmark steps (twinbench/frameworks/modes.py registers the modes) ------------------
+    def step(self, model: TwinModel, optimizer, data: PreparedData, phase: str, *,
+             jit_compile: bool = False) -> Step:
+        """The "graph" step (a tf.function without XLA, TensorFlow's default way to run a
+        step, as Keras's fit does), or with jit_compile=True the "xla" one."""
+        x, y = data.images, data.labels
+        if phase == "train":
+            train_step = self._compiled_train_step(model, optimizer, jit_compile=jit_compile)
+
+            def run():
+                return train_step(x, y)
+        else:
+            device = self.tf_device
+
+            @tf.function(jit_compile=jit_compile)
+            def infer_step(x):
+                with tf.device(device):
+                    return model.net(x, training=False)
+
+            def run():
+                return infer_step(x)
+        return Step(run=run, sync=self.synchronize, model=model)

@@ -2,57 +2,50 @@
 from __future__ import annotations
 
 import contextlib
+import gc
+import os
 
 import numpy as np
 
 from models.layout import canonical_to_torch, check_weights, torch_to_canonical
 from twinbench import imports
-from twinbench.frameworks import TwinModel, check_images, check_labels
+from twinbench.frameworks import (PreparedData, TwinModel, check_images, check_labels,
+                                  global_rngs_kept, raised_from)
+from twinbench.frameworks.keras_adam import KerasAdam
+from twinbench.frameworks.modes import Step
 
 torch = imports.torch()
 F = torch.nn.functional
 
+# Warm-up steps on a side stream before a CUDA-graph capture, as the whole-network example of
+# torch's CUDA-graph notes runs: they allocate .grad, the optimizer state and the cuBLAS/cuDNN
+# workspaces that the graph must find in place. Their effect is undone before the capture.
+CAPTURE_WARMUP_STEPS = 3
+# OOMs that reach us as a plain RuntimeError: an allocation inside a compiler or a CUDA call
+# rather than the caching allocator, and a failed CPU allocation (no OutOfMemoryError class).
+OOM_MESSAGES = ("CUDA out of memory", "CUDA error: out of memory",
+                "DefaultCPUAllocator: can't allocate memory")
 
-class KerasAdam(torch.optim.Optimizer):
-    """Adam with Keras 3's update, so that one recipe means one optimizer in both frameworks.
 
-    Keras folds both bias corrections into the step size and adds epsilon to sqrt(v) after
-    that ("epsilon hat"): alpha = lr * sqrt(1 - b2^t) / (1 - b1^t);  p -= alpha * m / (sqrt(v) + eps).
-    torch.optim.Adam adds eps to sqrt(v_hat) instead, which is a different function of eps.
-    Moments are updated in Keras's form, m += (g - m) * (1 - b1), and alpha is computed as
-    Keras does, in the parameters' dtype, for step parity. The step count is a tensor on the
-    parameters' device, so a CUDA graph that captures step() stays right on every replay.
-    """
+def training_step(net, optimizer, x, y, *, set_to_none: bool = True):
+    """The one torch training step (forward, cross-entropy, backward, update); returns the
+    loss without waiting for the device. Every torch training loop here runs this one.
+    set_to_none=False keeps .grad tensors in place (zeroed), as a CUDA graph needs."""
+    optimizer.zero_grad(set_to_none=set_to_none)
+    loss = F.cross_entropy(net(x), y)
+    loss.backward()
+    optimizer.step()
+    return loss.detach()
 
-    def __init__(self, params, lr=1e-3, beta_1=0.9, beta_2=0.999, epsilon=1e-7):
-        super().__init__(params, dict(lr=lr, beta_1=beta_1, beta_2=beta_2, epsilon=epsilon))
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if not params:
-                continue
-            grads = [p.grad for p in params]
-            states = [self.state[p] for p in params]
-            for p, s in zip(params, states):
-                if not s:
-                    s["m"] = torch.zeros_like(p)
-                    s["v"] = torch.zeros_like(p)
-            if "step" not in group:    # one count per group, as Keras keeps one `iterations`
-                group["step"] = torch.zeros((), dtype=params[0].dtype, device=params[0].device)
-            t = group["step"]
-            t.add_(1)
-            b1, b2, eps = group["beta_1"], group["beta_2"], group["epsilon"]
-            one = torch.ones((), dtype=t.dtype, device=t.device)
-            alpha = group["lr"] * torch.sqrt(one - torch.pow(b2, t)) / (one - torch.pow(b1, t))
-            ms = [s["m"] for s in states]
-            vs = [s["v"] for s in states]
-            torch._foreach_add_(ms, torch._foreach_mul(torch._foreach_sub(grads, ms), 1 - b1))
-            squares = torch._foreach_mul(grads, grads)
-            torch._foreach_add_(vs, torch._foreach_mul(torch._foreach_sub(squares, vs), 1 - b2))
-            denom = torch._foreach_add(torch._foreach_sqrt(vs), eps)
-            torch._foreach_sub_(params, torch._foreach_div(torch._foreach_mul(ms, alpha), denom))
+def tutorial_inputs(images: np.ndarray) -> np.ndarray:
+    """uint8 NHWC images through the PyTorch tutorial's transform (torchvision's ToTensor, then
+    Normalize((0.5,)*3, (0.5,)*3)), image by image as its DataLoader does; float32 NHWC out.
+    The reference that lenet_sgd's NumPy normalization must equal to the bit."""
+    import torchvision.transforms as T
+    from PIL import Image
+    reference = T.Compose([T.ToTensor(), T.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))])
+    return np.stack([reference(Image.fromarray(im)).numpy().transpose(1, 2, 0) for im in images])
 
 
 class TorchFramework:
@@ -60,23 +53,66 @@ class TorchFramework:
 
     # Steps captured per CUDA graph in fit_epoch on a GPU (0: the eager loop). At batch 4-32
     # these networks are launch-bound: eager torch needs 41 s / 261 s for the two recipes on
-    # an H100, one graph per step 7.5 s / 21.5 s (FACTS.md); many steps per graph remove most
+    # an H100, one graph per step 7.5 s / 21.5 s (docs/methodology.md#gpu); many steps per graph remove most
     # of the rest. Set to 0 to measure the eager path.
     graph_steps = 50
 
     def __init__(self, device: str = "cpu"):
         self.device = device
         self.torch_device = torch.device("cuda" if device == "gpu" else "cpu")
-        if device == "gpu":
-            # Precision policy, pinned and recorded: full fp32 (TF32 off) so that parity and
-            # throughput figures mean the same arithmetic in both frameworks.
+        self.pin_precision()
+
+    # -- session, precision, memory ------------------------------------------------------------
+    @classmethod
+    def configure(cls, threads: int, determinism: bool) -> list[str]:
+        """Session-wide settings before any model: CPU threads, deterministic kernels."""
+        torch.set_num_threads(threads)
+        if determinism:
+            torch.use_deterministic_algorithms(True)
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        return []
+
+    @classmethod
+    def describe(cls) -> str:
+        import torchvision
+        cuda = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "no CUDA GPU"
+        return (f"torch {torch.__version__} (torchvision {torchvision.__version__}, "
+                f"{torch.get_num_threads()} threads, {cuda})")
+
+    def pin_precision(self) -> None:
+        """Full fp32 (TF32 off, no autocast), so that parity and throughput figures mean the
+        same arithmetic in both frameworks; a CPU computes plain fp32 either way."""
+        if self.device == "gpu":
             torch.backends.cuda.matmul.allow_tf32 = False
             torch.backends.cudnn.allow_tf32 = False
+            torch.set_float32_matmul_precision("highest")
+
+    def precision_policy(self) -> dict:
+        tf32 = self.device == "gpu" and (torch.backends.cuda.matmul.allow_tf32
+                                         or torch.backends.cudnn.allow_tf32)
+        return {"tf32": bool(tf32), "autocast": None}
+
+    def threads(self) -> int:
+        return int(torch.get_num_threads())
+
+    def oom_errors(self) -> tuple[type, ...]:
+        return (torch.OutOfMemoryError,)   # torch.cuda.OutOfMemoryError is this class
+
+    def is_oom(self, exc: BaseException) -> bool:
+        return raised_from(exc, self.oom_errors(), RuntimeError, OOM_MESSAGES)
+
+    def release_memory(self) -> None:
+        gc.collect()
+        if torch.cuda.is_available() and torch.cuda.is_initialized():
+            torch.cuda.synchronize()
+            torch.cuda.empty_cache()
 
     # -- building and moving weights ---------------------------------------------------------
     def build(self, arch, seed: int = 0, dtype: str = "float32") -> TwinModel:
-        torch.manual_seed(seed)
-        net = arch.torch_model().to(device=self.torch_device, dtype=getattr(torch, dtype))
+        """A fresh twin; seeds torch's generators only (see Framework.build)."""
+        with global_rngs_kept():
+            torch.manual_seed(seed)
+            net = arch.torch_model().to(device=self.torch_device, dtype=getattr(torch, dtype))
         return TwinModel(arch=arch, net=net, dtype=dtype)
 
     def to_tensor(self, model: TwinModel, images: np.ndarray):
@@ -155,7 +191,7 @@ class TorchFramework:
             return KerasAdam(params, lr=recipe.lr, beta_1=recipe.beta_1, beta_2=recipe.beta_2,
                              epsilon=recipe.epsilon)
         # SGD with momentum: torch's buf = mu*buf + g; p -= lr*buf equals Keras's
-        # m = mu*m - lr*g; p += m for a constant lr. fused=True: fastest step on CPU (FACTS.md).
+        # m = mu*m - lr*g; p += m for a constant lr. fused=True: fastest step on CPU (docs/methodology.md#cpu-hosts).
         return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, fused=True)
 
     def train_step(self, model: TwinModel, optimizer, images: np.ndarray, labels: np.ndarray) -> float:
@@ -163,11 +199,7 @@ class TorchFramework:
         x = self.to_tensor(model, images)
         y = torch.from_numpy(labels).to(self.torch_device)
         model.net.train()
-        optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model.net(x), y)
-        loss.backward()
-        optimizer.step()
-        return float(loss.detach())
+        return float(training_step(model.net, optimizer, x, y))
 
     def synchronize(self) -> None:
         if self.device == "gpu":
@@ -175,15 +207,15 @@ class TorchFramework:
 
     # -- whole-epoch training and evaluation (the accuracy suite's hot path) -----------------
     def prepare_data(self, model: TwinModel, images: np.ndarray, labels: np.ndarray):
-        """Prepared float32 NHWC images -> (NCHW tensor, labels tensor) resident on the device."""
+        """Prepared float32 NHWC images -> NCHW tensor and labels tensor resident on the device."""
         x = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2)))
-        return (x.to(self.torch_device, getattr(torch, model.dtype)),
-                torch.from_numpy(labels).to(self.torch_device))
+        return PreparedData(x.to(self.torch_device, getattr(torch, model.dtype)),
+                            torch.from_numpy(labels).to(self.torch_device), labels)
 
     def fit_epoch(self, model: TwinModel, optimizer, data, batch_size: int, order: np.ndarray) -> float:
         """One epoch in the given sample order (last batch partial, as DataLoader and Keras
         do); returns the mean of the batch losses."""
-        x, y = data
+        x, y = data.images, data.labels
         index = torch.from_numpy(order).to(self.torch_device)
         if self.device == "gpu" and self.graph_steps > 0:
             return self._fit_epoch_graphed(model, optimizer, data, batch_size, index)
@@ -194,11 +226,9 @@ class TorchFramework:
         total = torch.zeros((), device=self.torch_device)
         steps = 0
         for start in range(0, len(order), batch_size):
-            optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(net(xe[start:start + batch_size]), ye[start:start + batch_size])
-            loss.backward()
-            optimizer.step()
-            total += loss.detach()   # no .item() per step: it would force a device sync
+            # no .item() per step: it would force a device sync
+            total += training_step(net, optimizer, xe[start:start + batch_size],
+                                   ye[start:start + batch_size])
             steps += 1
         return float(total) / steps
 
@@ -209,89 +239,89 @@ class TorchFramework:
         refilled before each replay; batches that do not fill a whole graph (and the last,
         partial batch) run eagerly on the same parameters and optimizer state.
         """
-        x, y = data
+        x, y = data.images, data.labels
+        net = model.net
         k, n = self.graph_steps, len(index)
         per_graph = k * batch_size
         graphs = n // per_graph
-        key = (batch_size, k)
-        if graphs and (model.compiled_step is None or model.compiled_step[0] != key):
-            model.compiled_step = (key, self._capture(model, optimizer, x, y, batch_size, k, index))
+        key = ("epoch", batch_size, k)
+        if graphs and key not in model.compiled:
+            # The warm-up steps are real steps of this epoch's first batches (then undone).
+            static_index = index[:per_graph].clone()
+
+            def body(j):
+                idx = static_index[j * batch_size:(j + 1) * batch_size]
+                return training_step(net, optimizer, x.index_select(0, idx),
+                                     y.index_select(0, idx), set_to_none=False)
+            net.train()
+            model.compiled.clear()     # one captured epoch graph per model at a time
+            model.compiled[key] = (static_index, *self.capture(net, optimizer, body, k))
         total = torch.zeros((), device=self.torch_device)
         steps = 0
         if graphs:
-            graph, static_index, losses = model.compiled_step[1]
+            static_index, graph, losses = model.compiled[key]
             for g in range(graphs):
                 static_index.copy_(index[g * per_graph:(g + 1) * per_graph])
                 graph.replay()
                 total += losses.sum()
             steps += graphs * k
-        model.net.train()
+        net.train()
         for start in range(graphs * per_graph, n, batch_size):     # the remainder, eagerly
             idx = index[start:start + batch_size]
-            optimizer.zero_grad(set_to_none=False)
-            loss = F.cross_entropy(model.net(x.index_select(0, idx)), y.index_select(0, idx))
-            loss.backward()
-            optimizer.step()
-            total += loss.detach()
+            total += training_step(net, optimizer, x.index_select(0, idx),
+                                   y.index_select(0, idx), set_to_none=False)
             steps += 1
         return float(total) / steps
 
-    def _capture(self, model: TwinModel, optimizer, x, y, batch_size: int, k: int, index):
-        """Capture k training steps into one CUDA graph (warm-up on a side stream first, as
-        torch's CUDA-graph notes require, so that optimizer state and cuBLAS/cuDNN workspaces
-        exist before capture). The warm-up steps are real steps of this epoch's first batches."""
-        net = model.net
-        net.train()
-        static_index = index[:k * batch_size].clone()
-        losses = torch.zeros(k, device=self.torch_device)
+    def capture(self, net, optimizer, body, k: int):
+        """The one CUDA-graph capture (the recipes' graphed epochs and the benchmark's
+        cuda_graph mode): k calls body(0) .. body(k-1), each one step reading static buffers
+        and returning a tensor, recorded into one graph. Returns (graph, outputs): replaying
+        the graph refills `outputs`, body's results stacked.
 
-        def steps():
-            for j in range(k):
-                idx = static_index[j * batch_size:(j + 1) * batch_size]
-                optimizer.zero_grad(set_to_none=False)
-                loss = F.cross_entropy(net(x.index_select(0, idx)), y.index_select(0, idx))
-                loss.backward()
-                optimizer.step()
-                losses[j].copy_(loss.detach())
-
-        # Warm-up: one eager step allocates .grad and the optimizer state (momentum buffers,
-        # Adam moments and step count), which the graph must find in place. Its effect is then
-        # undone, so the run takes exactly the recipe's steps: parameters are restored, and
-        # state that did not exist before is zeroed (a zero momentum buffer or zero Adam
-        # moments at step 0 give the same first update as no state at all).
+        Training (an optimizer is given): CAPTURE_WARMUP_STEPS calls of body(0) on a side
+        stream first, as torch's CUDA-graph notes require, then their effect is undone so that
+        a run takes exactly its own steps: parameters are restored, optimizer state that
+        existed is restored, state that did not is zeroed (a zero momentum buffer, zero Adam
+        moments or a zero step count give the same first update as no state at all).
+        Inference: the warm-up and the capture run under no_grad; there is nothing to undo."""
+        train = optimizer is not None
+        grad_mode = contextlib.nullcontext() if train else torch.no_grad()
         params = list(net.parameters())
-        saved = [p.detach().clone() for p in params]
-        before = {id(p): {n: v.clone() for n, v in optimizer.state[p].items() if torch.is_tensor(v)}
-                  for p in params}
+        if train:
+            saved = [p.detach().clone() for p in params]
+            before = {id(p): {n: v.clone() for n, v in optimizer.state[p].items()
+                              if torch.is_tensor(v)} for p in params}
+            steps_before = [g["step"].clone() if torch.is_tensor(g.get("step")) else None
+                            for g in optimizer.param_groups]
         side = torch.cuda.Stream()
         side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):
-            idx = static_index[:batch_size]
-            optimizer.zero_grad(set_to_none=False)
-            F.cross_entropy(net(x.index_select(0, idx)), y.index_select(0, idx)).backward()
-            optimizer.step()
+        with torch.cuda.stream(side), grad_mode:
+            for _ in range(CAPTURE_WARMUP_STEPS):
+                body(0)
         torch.cuda.current_stream().wait_stream(side)
-        with torch.no_grad():
-            for p, v in zip(params, saved):
-                p.copy_(v)
-            for p in params:
-                for name, value in optimizer.state[p].items():
-                    if torch.is_tensor(value):
-                        if name in before[id(p)]:
-                            value.copy_(before[id(p)][name])
-                        else:
-                            value.zero_()
-            for group in optimizer.param_groups:
-                if torch.is_tensor(group.get("step")):     # KerasAdam's shared step count
-                    group["step"].sub_(1)
+        if train:
+            with torch.no_grad():
+                for p, v in zip(params, saved):
+                    p.copy_(v)
+                for p in params:
+                    for name, value in optimizer.state[p].items():
+                        if torch.is_tensor(value):
+                            if name in before[id(p)]:
+                                value.copy_(before[id(p)][name])
+                            else:
+                                value.zero_()
+                for group, step in zip(optimizer.param_groups, steps_before):
+                    if torch.is_tensor(group.get("step")):     # KerasAdam's shared step count
+                        group["step"].copy_(step) if step is not None else group["step"].zero_()
         graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(graph):
-            steps()
-        return graph, static_index, losses
+        with torch.cuda.graph(graph), grad_mode:
+            outputs = torch.stack([body(j) for j in range(k)])
+        return graph, outputs
 
     def evaluate(self, model: TwinModel, data, batch_size: int = 1000) -> float:
         """Top-1 accuracy over prepared data, in large batches."""
-        x, y = data
+        x, y = data.images, data.labels
         model.net.eval()
         correct = torch.zeros((), dtype=torch.int64, device=self.torch_device)
         with torch.inference_mode():
@@ -306,7 +336,7 @@ class TorchFramework:
         yields them for the result row.
 
         At batch 4 on a CPU, LeNet is bound by per-op costs: torch's native convolution beats
-        oneDNN's (FACTS.md: about 1.2x with the fused SGD step), and one thread beats two
+        oneDNN's (docs/methodology.md#cpu-hosts: about 1.2x with the fused SGD step), and one thread beats two
         (ops this small gain nothing from a split, and a second thread waiting on a busy core
         cost 2.5x in our measurement on the 2-core box)."""
         saved = (torch.backends.mkldnn.enabled, torch.get_num_threads())
@@ -322,3 +352,68 @@ class TorchFramework:
         finally:
             torch.backends.mkldnn.enabled, threads = saved
             torch.set_num_threads(threads)
+
+    # -- benchmark steps (twinbench/frameworks/modes.py registers the modes) ------------------
+    def step(self, model: TwinModel, optimizer, data: PreparedData, phase: str, *,
+             compiled: bool = False) -> Step:
+        """The "eager" step, or with compiled=True the "compiled" one (torch.compile with
+        fullgraph=True, dynamic=False; the optimizer update stays eager)."""
+        net = model.net
+        net.train(phase == "train")
+        x, y = data.images, data.labels
+        if compiled:
+            # A fresh compiler state per configuration: otherwise recompilations for each new
+            # model instance and batch size pile up until dynamo's cache limit, past which it
+            # silently runs eager and "compiled" would measure eager.
+            torch.compiler.reset()
+            net_call = torch.compile(net, fullgraph=True, dynamic=False)
+        else:
+            net_call = net
+        if phase == "train":
+            def run():
+                return training_step(net_call, optimizer, x, y)
+        else:
+            def run():
+                with torch.inference_mode():
+                    return net_call(x)
+        return Step(run=run, sync=self.synchronize, close=self._default_cpu_backend(), model=model)
+
+    def graphed_step(self, model: TwinModel, optimizer, data: PreparedData, phase: str) -> Step:
+        """The "cuda_graph" step: one whole step captured by `capture` (in prepare(), which
+        the protocol times as compile_s) on the resident batch, then replayed."""
+        net = model.net
+        net.train(phase == "train")
+        x, y = data.images, data.labels
+        if phase == "train":
+            def body(_j):
+                return training_step(net, optimizer, x, y, set_to_none=False)
+        else:
+            def body(_j):
+                return net(x)
+        captured = {}
+
+        def prepare():
+            captured["graph"], captured["outputs"] = self.capture(net, optimizer, body, 1)
+
+        def run():
+            captured["graph"].replay()
+            return captured["outputs"][0]
+
+        restore = self._default_cpu_backend()
+
+        def close():
+            if "graph" in captured:
+                captured["graph"].reset()
+            restore()
+        return Step(run=run, sync=self.synchronize, prepare=prepare, close=close, model=model)
+
+    def _default_cpu_backend(self):
+        """Switch oneDNN on and return the function that restores the previous setting: the
+        accuracy suite may have switched it off for LeNet at batch 4, and the benchmark always
+        measures torch's default CPU backend, whatever ran before it in the session."""
+        before = torch.backends.mkldnn.enabled
+        torch.backends.mkldnn.enabled = True
+
+        def restore():
+            torch.backends.mkldnn.enabled = before
+        return restore

@@ -1,4 +1,4 @@
-"""Compare two dicts of arrays tensor by tensor, the one assertion the correctness suites use.
+"""Agreement of two dicts of arrays, tensor by tensor: the one assertion the correctness suites use.
 
     errors = compare(torch_grads, tf_grads, tolerances.parity("cpu").gradients, what="gradients")
 

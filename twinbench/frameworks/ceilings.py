@@ -1,7 +1,7 @@
 """What a device can do at best: fp32 matmul FLOP/s and memory copy bandwidth.
 
 A throughput figure alone says little: 1,100 img/s of the Keras CNN is the CPU box's limit
-(about 30 GFLOP/s of useful work, FACTS.md) but 0.2% of an H100. Each row therefore carries
+(about 30 GFLOP/s of useful work, docs/methodology.md#throughput-protocol) but 0.2% of an H100. Each row therefore carries
 `ceiling_flops_per_s`, measured once per session and device, and the fraction of it reached.
 
 - matmul: C = A @ B with n x n fp32 operands (2 n^3 FLOP), the best of several timed calls
@@ -11,7 +11,7 @@ A throughput figure alone says little: 1,100 img/s of the Keras CNN is the CPU b
   GPU: torch's fp32 matmul at n = 8192 with TF32 off (TensorFlow's when torch has no CUDA),
   timed with CUDA events.
 - copy: dst.copy_(src) of a large fp32 buffer; bandwidth counts the bytes read plus the bytes
-  written (2 x the buffer), as device-copy figures usually do (FACTS.md: H100 3.0 TB/s).
+  written (2 x the buffer), as device-copy figures usually do (docs/methodology.md#gpu: H100 3.0 TB/s).
 
 torch and TensorFlow are reached through twinbench.imports only (torch before TensorFlow).
 """
