@@ -24,7 +24,7 @@ class Architecture:
     flatten_chw: tuple[int, int, int]   # feature map entering Flatten, as torch sees it (C, H, W)
     first_dense: str                    # the layer whose input rows follow the flatten order
     parameters: int                     # the reference programs' count, checked in both frameworks
-    forward_flops: float                # per image, multiply-add counted as 2 (FACTS.md)
+    forward_flops: float                # per image, multiply-add counted as 2 (docs/methodology.md#throughput-protocol)
     torch_model: Callable               # () -> torch.nn.Module
     keras_model: Callable               # () -> keras.Model
     feature_shapes: tuple[tuple[str, tuple[int, ...]], ...]  # (layer, NHWC shape per image) after each stage

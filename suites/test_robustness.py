@@ -402,7 +402,7 @@ NO_TORCH_TO_REFUSE = "no torch import to refuse"
 ])
 def test_torch_is_refused_with_the_way_out_once_tensorflow_came_first(monkeypatch, loaded,
                                                                       blocked_by):
-    """Both crashing orders (FACTS.md) are detected from sys.modules alone, before anything
+    """Both crashing orders (docs/methodology.md#import-order) are detected from sys.modules alone, before anything
     is imported; the reason tells the user to run the torch side in a separate process."""
     for name in ("tensorflow", "torch", "torchvision"):
         if name in loaded:

@@ -1,7 +1,7 @@
 """The one place that imports the frameworks.
 
 Importing TensorFlow before torch, or before torchvision, crashes the process with a
-segmentation fault (../shared/FACTS.md, checked with the pinned versions). Every entry point
+segmentation fault (docs/methodology.md#import-order, checked with the pinned versions). Every entry point
 therefore goes through `preload()` first, and the TensorFlow side through `tensorflow()`.
 """
 from __future__ import annotations

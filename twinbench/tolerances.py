@@ -11,7 +11,7 @@ of the terms is the size of the tensor, not of each element: an element that is 
 because its terms cancel keeps the error of the large terms, so an elementwise relative
 bound would be wrong for it.
 
-Where a value below was measured, the measurement is quoted (CPU box, ../shared/FACTS.md),
+Where a value below was measured, the measurement is quoted (CPU box, docs/methodology.md#tolerances),
 so that the margin is visible; no value was fitted to a measurement.
 
 GPU values assume the precision policy both adapters pin: TF32 off (TensorFlow turns it on by
