@@ -16,6 +16,7 @@ import importlib
 import pkgutil
 
 from models.spec import Architecture
+from twinbench.choices import lookup
 
 ARCHITECTURES: dict[str, Architecture] = {}
 
@@ -41,11 +42,7 @@ def _discover() -> None:
 
 
 def get(name: str) -> Architecture:
-    try:
-        return ARCHITECTURES[name]
-    except KeyError:
-        raise ValueError(f"unknown architecture {name!r}; "
-                         f"expected one of {', '.join(ARCHITECTURES)}") from None
+    return lookup(ARCHITECTURES, name, "architecture")
 
 
 _discover()

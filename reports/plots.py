@@ -76,16 +76,24 @@ def throughput_plots(per_machine: dict[str, dict[Config, Measurement]], labels: 
                             marker=_MODE_MARKERS.get(mode, "x"))
             ax.set_xscale("log", base=2)
             ax.set_yscale("log")
-            ax.set_xlabel("batch size")
-            ax.set_ylabel("images/s (median of rounds)")
-            ax.set_title(arch)
-            ax.grid(True, which="both", alpha=0.3)
-            ax.legend(fontsize="small")
-        fig.suptitle(f"{phase}: images/s vs batch size (colour: framework)")
-        path = out_dir / f"throughput-{_safe(phase)}.png"
-        fig.savefig(path, format="png")
-        written.append(path)
+            _label_panel(ax, arch, "batch size", "images/s (median of rounds)", which="both")
+        written.append(_save(fig, f"{phase}: images/s vs batch size (colour: framework)",
+                             out_dir / f"throughput-{_safe(phase)}.png"))
     return written
+
+
+def _label_panel(ax, title: str, xlabel: str, ylabel: str, which: str = "major") -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.grid(True, which=which, alpha=0.3)
+    ax.legend(fontsize="small")
+
+
+def _save(fig, title: str, path: Path) -> Path:
+    fig.suptitle(title)
+    fig.savefig(path, format="png")
+    return path
 
 
 def accuracy_plots(rows: list[dict], labels: dict[str, str], out_dir: Path) -> list[Path]:
@@ -118,13 +126,7 @@ def accuracy_plots(rows: list[dict], labels: dict[str, str], out_dir: Path) -> l
             for threshold in gates:
                 ax.axhline(100 * threshold, color="gray", linestyle=":", linewidth=1,
                            label=f"gate {100 * threshold:.0f}%")
-            ax.set_xlabel("epoch")
-            ax.set_ylabel("test accuracy (%)")
-            ax.set_title(arch)
-            ax.grid(True, alpha=0.3)
-            ax.legend(fontsize="small")
-        fig.suptitle(f"{recipe}: test accuracy per epoch (colour: framework)")
-        path = out_dir / f"accuracy-{_safe(recipe)}.png"
-        fig.savefig(path, format="png")
-        written.append(path)
+            _label_panel(ax, arch, "epoch", "test accuracy (%)")
+        written.append(_save(fig, f"{recipe}: test accuracy per epoch (colour: framework)",
+                             out_dir / f"accuracy-{_safe(recipe)}.png"))
     return written

@@ -18,7 +18,8 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from test_optimizer_steps import CHECKPOINTS, OPTIMIZERS, STEPS, batches, check_weights, recipe_for, run
+from test_optimizer_steps import (CHECKPOINTS, OPTIMIZERS, STEPS, batches, check_loss_trajectory,
+                                  check_weights, recipe_for, run)
 from test_parity import BATCH, batch
 
 from fixtures.frameworks import adapter
@@ -130,15 +131,8 @@ def test_loss_trajectory_matches_tensorflow(tensorflow, arm, device, arch, optim
     """Step k's loss is computed on weights that k-1 steps rounded apart: the forward bound
     plus one forward pass's worth per earlier step (as the tf/torch trajectory test)."""
     run_ = trajectories(tensorflow, arm, arch, optimizer)
-    tf_losses, arm_losses = run_["tf"][0], run_["arm"][0]
-    tol = parity(device)
-    names = [f"step {k}" for k in range(1, STEPS + 1)]
-    errors = compare(dict(zip(names, np.array(arm_losses)[:, None])),
-                     dict(zip(names, np.array(tf_losses)[:, None])), tol.loss,
-                     what=f"{arch.name} {optimizer}: loss trajectory, {arm.name} vs tf",
-                     floor={n: k * tol.loss_drift_per_step() * abs(tf_losses[k])
-                            for k, n in enumerate(names)})
-    report(errors, f"{arm.name} {optimizer} {device}-{arch.name} losses", record_property)
+    check_loss_trajectory(run_["tf"][0], run_["arm"][0], arm.name, arch, optimizer, device,
+                          record_property)
 
 
 # -- whole epochs and step timing (the accuracy and throughput tiers' calls) ----------------------

@@ -104,15 +104,22 @@ def test_loss_trajectory(trajectories, device, arch, optimizer, record_property)
     """The loss of step k is computed on weights that k-1 steps have rounded apart: step 1 gets
     the forward-pass bound, each further step adds one forward pass's worth."""
     run_ = trajectories(arch, optimizer)
-    tf_losses, torch_losses = run_["tf"][0], run_["torch"][0]
+    check_loss_trajectory(run_["tf"][0], run_["torch"][0], "torch", arch, optimizer, device,
+                          record_property)
+
+
+def check_loss_trajectory(tf_losses, other_losses, other: str, arch, optimizer: str,
+                          device: str, record_property) -> None:
+    """Per-step losses of `other` against TensorFlow's: step 1 within the loss bound, each
+    further step one forward pass's drift more (shared with the Keras-backend arms)."""
     tol = parity(device)
     names = [f"step {k}" for k in range(1, STEPS + 1)]
-    errors = compare(dict(zip(names, np.array(torch_losses)[:, None])),
+    errors = compare(dict(zip(names, np.array(other_losses)[:, None])),
                      dict(zip(names, np.array(tf_losses)[:, None])), tol.loss,
-                     what=f"{arch.name} {optimizer}: loss trajectory, torch vs tf",
+                     what=f"{arch.name} {optimizer}: loss trajectory, {other} vs tf",
                      floor={n: k * tol.loss_drift_per_step() * abs(tf_losses[k])
                             for k, n in enumerate(names)})
-    report(errors, f"{optimizer} {device}-{arch.name} losses", record_property)
+    report(errors, f"{other} {optimizer} {device}-{arch.name} losses", record_property)
 
 
 def test_steps_catch_torch_default_adam(trajectories, twins, device, arch):

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from twinbench.choices import lookup
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -88,7 +90,4 @@ for _recipe in (
 
 
 def get(name: str) -> Recipe:
-    try:
-        return RECIPES[name]
-    except KeyError:
-        raise ValueError(f"unknown recipe {name!r}; expected one of {', '.join(RECIPES)}") from None
+    return lookup(RECIPES, name, "recipe")

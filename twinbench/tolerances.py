@@ -25,6 +25,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from twinbench.choices import lookup
+
 EPS32 = 2.0 ** -23     # float32 machine epsilon (spacing of floats at 1.0)
 U32 = EPS32 / 2        # float32 unit roundoff: the relative error of one rounding
 EPS64 = 2.0 ** -52
@@ -135,8 +137,4 @@ PARITY = {
 
 
 def parity(device: str) -> Parity:
-    try:
-        return PARITY[device]
-    except KeyError:
-        raise ValueError(f"no parity tolerances for device {device!r}; "
-                         f"expected one of {', '.join(PARITY)}") from None
+    return lookup(PARITY, device, "device for parity tolerances")
