@@ -66,3 +66,17 @@ def test_run_sh_installs_tensorflow_for_the_gpu_where_a_driver_answers(tmp_path)
     assert forced.stdout.strip() == "cuda"
     wrong = tf_build(tmp_path, None, TWINBENCH_TF_BUILD="rocm")
     assert wrong.returncode == 2 and "must be cuda or cpu" in wrong.stderr
+
+
+@pytest.mark.parametrize("build, says", [("cpu", "CPU-only TensorFlow install"),
+                                         ("cuda", "check the NVIDIA driver")])
+def test_header_tells_a_cpu_install_from_a_gpu_tensorflow_cannot_see(monkeypatch, build, says):
+    """run.sh exports the TensorFlow build it installed; where TensorFlow sees no GPU the
+    header says which case this is (plain TensorFlow never sees a GPU on Linux)."""
+    if not imports.installed("tf"):
+        pytest.skip("TensorFlow is not installed in this environment")
+    from twinbench.frameworks.tf_backend import TensorFlowFramework
+    if "no GPU" not in TensorFlowFramework.describe():
+        pytest.skip("TensorFlow sees a GPU here: the no-GPU wording does not apply")
+    monkeypatch.setenv("TWINBENCH_TF_BUILD", build)
+    assert says in TensorFlowFramework.describe()

@@ -64,7 +64,14 @@ class TensorFlowFramework:
 
     @classmethod
     def describe(cls) -> str:
-        gpus = [g.name for g in tf.config.list_physical_devices("GPU")] or ["no GPU"]
+        gpus = [g.name for g in tf.config.list_physical_devices("GPU")]
+        if not gpus:
+            # run.sh exports the build it installed: plain TensorFlow sees no GPU on Linux, so
+            # a GPU user must be able to tell "no GPU here" from "TensorFlow cannot see it".
+            build = os.environ.get("TWINBENCH_TF_BUILD")
+            gpus = [{"cpu": "no GPU (CPU-only TensorFlow install)",
+                     "cuda": "no GPU visible to the CUDA build: check the NVIDIA driver"}
+                    .get(build, "no GPU")]
         return (f"tensorflow {tf.__version__} (keras {keras.__version__} on "
                 f"{keras.backend.backend()}, "
                 f"{tf.config.threading.get_intra_op_parallelism_threads()} intra-op "
