@@ -7,9 +7,11 @@
   resampled medians taken. It covers round-to-round noise inside the run only, not drift
   between runs (docs/methodology.md#throughput-protocol).
 - Accuracy: per machine, device, architecture and recipe that both frameworks trained, the
-  mean final accuracy of each (n runs), the gap, and the bound within which two frameworks
-  computing the same function differ by reseeding alone (docs/methodology.md#matrix).
-  Matrix runs (shared initial weights and data order) and independent runs are never pooled.
+  mean final accuracy of each (n runs), the gap paired by seed with its interval, and the
+  equivalence test's verdict against the 1-point margin (thresholds.matrix_verdict:
+  equivalent, different, or undetermined with the seed pairs it would take;
+  docs/methodology.md#matrix). Matrix runs (shared initial weights and data order) and
+  independent runs are never pooled.
 
 Architectures, recipes and modes are read from the rows: nothing here names one.
 """
@@ -21,7 +23,7 @@ import numpy as np
 
 from reports.load import Config, Measurement
 from reports.tables import DASH, Table, fmt_percent, fmt_rate, mode_label
-from twinbench.thresholds import matrix_gap_bound
+from twinbench.thresholds import matrix_verdict
 
 BOOTSTRAP_RESAMPLES = 2000
 BOOTSTRAP_SEED = 0
@@ -99,31 +101,33 @@ def _faster(interval: tuple[float, float] | None, ratio: float) -> str:
 
 
 ACCURACY_HEADERS = ["machine", "device", "arch", "recipe", "runs", "TensorFlow mean (n)",
-                    "torch mean (n)", "TF - torch", "bound (3 sigma of reseeding)", "verdict"]
+                    "torch mean (n)", "TF - torch (90% interval)", "margin", "verdict"]
 
 
 def accuracy_verdict(rows: list[dict], labels: dict[str, str]) -> Table | None:
-    groups: dict[tuple, dict[str, list[float]]] = {}
+    groups: dict[tuple, dict[str, dict]] = {}
     for r in rows:
         if r["kind"] != "accuracy":
             continue
         kind = "matrix (shared weights, data order)" if r.get("comparison") == "matrix" else "independent"
         key = (r["machine"]["id"], r["device"], r["arch"], r["recipe"], kind,
                r.get("data", {}).get("source"))
-        groups.setdefault(key, {}).setdefault(r["framework"], []).append(r["final_accuracy"])
+        by_seed = groups.setdefault(key, {}).setdefault(r["framework"], {})
+        by_seed[r.get("seed", len(by_seed))] = r["final_accuracy"]
     lines = []
     for key in sorted(groups, key=lambda k: (labels[k[0]], *map(str, k[1:]))):
         tf, torch = groups[key].get("tf"), groups[key].get("torch")
         if not tf or not torch:
             continue   # one framework alone is a gate result (Accuracy section), not a comparison
-        gap = statistics.fmean(tf) - statistics.fmean(torch)
-        bound = matrix_gap_bound(min(len(tf), len(torch)))
-        verdict = "within the bound" if abs(gap) <= bound else "outside the bound: a framework effect"
+        v = matrix_verdict(tf, torch)
+        verdict = v.verdict if v.verdict != "undetermined" else (
+            f"undetermined ({v.seeds_needed} seed pairs would tell)")
         mid, device, arch, recipe, kind, _source = key
         lines.append([labels[mid], device, arch, recipe, kind,
-                      f"{fmt_percent(statistics.fmean(tf), 2)} ({len(tf)})",
-                      f"{fmt_percent(statistics.fmean(torch), 2)} ({len(torch)})",
-                      f"{100 * gap:+.2f} points", f"±{100 * bound:.2f} points", verdict])
+                      f"{fmt_percent(statistics.fmean(tf.values()), 2)} ({len(tf)})",
+                      f"{fmt_percent(statistics.fmean(torch.values()), 2)} ({len(torch)})",
+                      f"{100 * v.gap:+.2f} ({100 * v.ci_low:+.2f} to {100 * v.ci_high:+.2f}) points",
+                      f"±{100 * v.margin:.0f} point", verdict])
     if not lines:
         return None
     return Table(ACCURACY_HEADERS, lines, ["left"] * 5 + ["right"] * 4 + ["left"])
