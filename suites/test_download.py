@@ -195,3 +195,22 @@ def test_session_without_data_stops_before_any_test_when_download_fails(tmp_path
     assert not re.search(r"\d+ (passed|failed|skipped|errors?)\b", output), where
     home = tmp_path / "home"
     assert [p for p in home.rglob("*") if p.is_file()] == [], "the failed download left files"
+
+
+def test_collect_only_with_data_given_never_downloads(tmp_path):
+    """--collect-only skips the configure-time check of --data; the collection hook must still
+    take the given path as an answer, not fetch the default copy."""
+    url = closed_port_url()
+    data = tmp_path / "local-copy"   # never read under --collect-only
+    data.mkdir()
+    env = child_env(HOME=str(tmp_path / "home"), TWINBENCH_CACHE=str(tmp_path / "cache"),
+                    **{download.URL_ENV: url})
+    env.pop("TWINBENCH_DATA_HOME", None)
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-q",
+                           "--collect-only", f"--data={data}", *any_framework(),
+                           "suites/test_pipeline.py"],
+                          cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=SESSION_TIMEOUT_S)
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == pytest.ExitCode.OK, output[-4000:]
+    assert "could not download" not in output and "downloading" not in output, output[-4000:]
