@@ -49,7 +49,7 @@ def pytest_addoption(parser):
     group.addoption("--device", action="append", choices=DEVICES,
                     help="device(s) to run on; repeat for several (default: cpu and gpu, the gpu "
                          "tests skipping with the reason where no GPU is visible)")
-    group.addoption("--arch", action="append", choices=("keras_cnn", "lenet"),
+    group.addoption("--arch", action="append", choices=("keras_cnn", "lenet", "resnet8"),
                     help="architecture(s) to run (default: both twins)")
     group.addoption("--recipe", action="append", choices=("keras_cnn_adam", "lenet_sgd"),
                     help="accuracy: recipe(s) to train (default: both reference recipes)")

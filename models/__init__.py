@@ -6,10 +6,10 @@ that an environment with only one framework still collects.
 """
 from __future__ import annotations
 
-from models import keras_cnn, lenet
+from models import keras_cnn, lenet, resnet8
 from models.spec import Architecture
 
-ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (keras_cnn.SPEC, lenet.SPEC)}
+ARCHITECTURES: dict[str, Architecture] = {a.name: a for a in (keras_cnn.SPEC, lenet.SPEC, resnet8.SPEC)}
 
 
 def get(name: str) -> Architecture:

@@ -11,6 +11,18 @@ from twinbench.frameworks import TwinModel, check_images, check_labels
 
 torch = imports.torch()
 F = torch.nn.functional
+_RUNNING_STATISTICS = ("running_mean", "running_var")   # BatchNorm buffers that are weights
+
+
+def _loss(model: TwinModel, logits, labels):
+    """Mean cross-entropy from logits plus the architecture's L2 terms, l2 * ||W||^2 on the
+    kernels of the layers that set Layer.l2: Keras's kernel_regularizer, in the loss as Keras
+    has it (docs/methodology.md#resnet8)."""
+    loss = F.cross_entropy(logits, labels)
+    for layer in model.arch.layers:
+        if layer.l2:
+            loss = loss + layer.l2 * getattr(model.net, layer.name).weight.square().sum()
+    return loss
 
 
 class KerasAdam(torch.optim.Optimizer):
@@ -102,7 +114,11 @@ class TorchFramework:
         model.net.load_state_dict({k: torch.from_numpy(v).to(dtype) for k, v in state.items()})
 
     def parameter_count(self, model: TwinModel) -> int:
-        return sum(p.numel() for p in model.net.parameters())
+        """Parameters plus BatchNorm's running mean and variance: Keras's count_params() counts
+        its moving statistics too (num_batches_tracked, a counter, is not a weight)."""
+        return (sum(p.numel() for p in model.net.parameters())
+                + sum(b.numel() for n, b in model.net.named_buffers()
+                      if n.rsplit(".", 1)[-1] in _RUNNING_STATISTICS))
 
     # -- computing ---------------------------------------------------------------------------
     def forward(self, model: TwinModel, images: np.ndarray) -> np.ndarray:
@@ -112,26 +128,41 @@ class TorchFramework:
             return model.net(x).cpu().numpy()
 
     def loss_and_gradients(self, model: TwinModel, images: np.ndarray, labels: np.ndarray,
-                           wrt_inputs: bool = False):
-        """(mean cross-entropy, {canonical weight name: gradient}); '__input__' holds dL/dx (NHWC)."""
+                           wrt_inputs: bool = False, training: bool = True):
+        """(mean cross-entropy, {canonical weight name: gradient}); '__input__' holds dL/dx (NHWC).
+        training=False: BatchNorm normalizes with its running statistics (which then get
+        gradients; in training mode theirs are zero)."""
         check_labels(labels, len(images))
         x = self.to_tensor(model, images).requires_grad_(wrt_inputs)
-        model.net.train()
+        model.net.train(training)
         model.net.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model.net(x), torch.from_numpy(labels).to(self.torch_device))
-        loss.backward()
-        state = {name: p.grad.detach().cpu().numpy().copy() for name, p in model.net.named_parameters()}
+        statistics = [b for n, b in model.net.named_buffers()
+                      if n.rsplit(".", 1)[-1] in _RUNNING_STATISTICS]
+        try:
+            for b in statistics:
+                b.requires_grad_(True)
+            loss = _loss(model, model.net(x), torch.from_numpy(labels).to(self.torch_device))
+            loss.backward()
+        finally:
+            for b in statistics:
+                b.requires_grad_(False)
+        tensors = dict(model.net.named_parameters()) | dict(model.net.named_buffers())
+        state = {name: (t.grad if t.grad is not None else torch.zeros_like(t)).detach().cpu().numpy().copy()
+                 for name, t in tensors.items()}
+        for b in statistics:
+            b.grad = None
         grads = torch_to_canonical(model.arch, state)
         if wrt_inputs:
             grads["__input__"] = self.from_tensor(x.grad)
         return float(loss.detach().cpu()), grads
 
-    def loss(self, model: TwinModel, images: np.ndarray, labels: np.ndarray) -> float:
+    def loss(self, model: TwinModel, images: np.ndarray, labels: np.ndarray,
+             training: bool = True) -> float:
         check_labels(labels, len(images))
-        model.net.train()
+        model.net.train(training)
         with torch.no_grad():
             logits = model.net(self.to_tensor(model, images))
-            return float(F.cross_entropy(logits, torch.from_numpy(labels).to(self.torch_device)))
+            return float(_loss(model, logits, torch.from_numpy(labels).to(self.torch_device)))
 
     def feature_shapes(self, model: TwinModel, images: np.ndarray) -> dict[str, tuple]:
         """Per-image output shape of every named stage, as NHWC (Keras's view) for comparison."""
@@ -164,7 +195,7 @@ class TorchFramework:
         y = torch.from_numpy(labels).to(self.torch_device)
         model.net.train()
         optimizer.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model.net(x), y)
+        loss = _loss(model, model.net(x), y)
         loss.backward()
         optimizer.step()
         return float(loss.detach())
@@ -195,7 +226,7 @@ class TorchFramework:
         steps = 0
         for start in range(0, len(order), batch_size):
             optimizer.zero_grad(set_to_none=True)
-            loss = F.cross_entropy(net(xe[start:start + batch_size]), ye[start:start + batch_size])
+            loss = _loss(model, net(xe[start:start + batch_size]), ye[start:start + batch_size])
             loss.backward()
             optimizer.step()
             total += loss.detach()   # no .item() per step: it would force a device sync
@@ -229,7 +260,7 @@ class TorchFramework:
         for start in range(graphs * per_graph, n, batch_size):     # the remainder, eagerly
             idx = index[start:start + batch_size]
             optimizer.zero_grad(set_to_none=False)
-            loss = F.cross_entropy(model.net(x.index_select(0, idx)), y.index_select(0, idx))
+            loss = _loss(model, model.net(x.index_select(0, idx)), y.index_select(0, idx))
             loss.backward()
             optimizer.step()
             total += loss.detach()
@@ -249,7 +280,7 @@ class TorchFramework:
             for j in range(k):
                 idx = static_index[j * batch_size:(j + 1) * batch_size]
                 optimizer.zero_grad(set_to_none=False)
-                loss = F.cross_entropy(net(x.index_select(0, idx)), y.index_select(0, idx))
+                loss = _loss(model, net(x.index_select(0, idx)), y.index_select(0, idx))
                 loss.backward()
                 optimizer.step()
                 losses[j].copy_(loss.detach())
@@ -261,6 +292,8 @@ class TorchFramework:
         # moments at step 0 give the same first update as no state at all).
         params = list(net.parameters())
         saved = [p.detach().clone() for p in params]
+        buffers = list(net.buffers())            # BatchNorm's running statistics, restored too
+        saved_buffers = [b.clone() for b in buffers]
         before = {id(p): {n: v.clone() for n, v in optimizer.state[p].items() if torch.is_tensor(v)}
                   for p in params}
         side = torch.cuda.Stream()
@@ -268,11 +301,11 @@ class TorchFramework:
         with torch.cuda.stream(side):
             idx = static_index[:batch_size]
             optimizer.zero_grad(set_to_none=False)
-            F.cross_entropy(net(x.index_select(0, idx)), y.index_select(0, idx)).backward()
+            _loss(model, net(x.index_select(0, idx)), y.index_select(0, idx)).backward()
             optimizer.step()
         torch.cuda.current_stream().wait_stream(side)
         with torch.no_grad():
-            for p, v in zip(params, saved):
+            for p, v in zip(params + buffers, saved + saved_buffers):
                 p.copy_(v)
             for p in params:
                 for name, value in optimizer.state[p].items():
