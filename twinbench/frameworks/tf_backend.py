@@ -127,6 +127,11 @@ class TensorFlowFramework:
                                          beta_2=recipe.beta_2, epsilon=recipe.epsilon)
         return keras.optimizers.SGD(learning_rate=recipe.lr, momentum=recipe.momentum)
 
+    def set_learning_rate(self, model: TwinModel, optimizer, lr: float) -> None:
+        """A recipe's per-epoch schedule: the optimizer's learning-rate variable (read by the
+        compiled step and by fit), assigned in place."""
+        optimizer.learning_rate.assign(lr)
+
     def train_step(self, model: TwinModel, optimizer, images: np.ndarray, labels: np.ndarray) -> float:
         check_labels(labels, len(images))
         if model.compiled_step is None or model.compiled_step[0] is not optimizer:

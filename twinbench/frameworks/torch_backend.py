@@ -189,6 +189,14 @@ class TorchFramework:
         # m = mu*m - lr*g; p += m for a constant lr. fused=True: fastest step on CPU (FACTS.md).
         return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, fused=True)
 
+    def set_learning_rate(self, model: TwinModel, optimizer, lr: float) -> None:
+        """A recipe's per-epoch schedule. A captured CUDA graph holds the old lr as a constant,
+        so a changed lr drops it (fit_epoch captures again)."""
+        for group in optimizer.param_groups:
+            if group["lr"] != lr:
+                group["lr"] = lr
+                model.compiled_step = None
+
     def train_step(self, model: TwinModel, optimizer, images: np.ndarray, labels: np.ndarray) -> float:
         check_labels(labels, len(images))
         x = self.to_tensor(model, images)
