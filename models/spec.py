@@ -41,6 +41,11 @@ class Architecture:
     feature_shapes: tuple[tuple[str, tuple[int, ...]], ...]  # (layer, NHWC shape per image) after each stage
     dense_relu: bool = True             # a ReLU follows first_dense (the missing-ReLU mutation needs one)
 
+    @property
+    def batchnorm(self) -> bool:
+        """Whether training and inference mode compute different functions."""
+        return any(layer.kind == "bn" for layer in self.layers)
+
     def canonical_shapes(self) -> dict[str, tuple[int, ...]]:
         """Weight name -> canonical shape, in layer order: '<layer>/kernel', '<layer>/bias';
         a BatchNorm layer's four vectors under their Keras names (BN_WEIGHTS)."""

@@ -35,13 +35,23 @@ def shared_twins(twins, arch, seed: int = 0):
     return tf_model, torch_model
 
 
+@pytest.fixture(scope="module", params=["training", "inference"])
+def bn_mode(request):
+    """BatchNorm on the batch's statistics (training) or on its moving ones (inference)."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def outputs(twins, arch):
+def outputs(twins, arch, bn_mode):
     """Logits, loss and gradients of both twins on one batch: {framework name: (...)}."""
+    if bn_mode == "inference" and not arch.batchnorm:
+        pytest.skip(f"{arch.name} has no BatchNorm: inference mode is the training-mode function")
     tf, torch = twins
     tf_model, torch_model = shared_twins(twins, arch)
     images, labels = batch(arch)
-    return {fw.name: (fw.forward(model, images), *fw.loss_and_gradients(model, images, labels))
+    training = bn_mode == "training"
+    return {fw.name: (fw.forward(model, images),
+                      *fw.loss_and_gradients(model, images, labels, training=training))
             for fw, model in ((tf, tf_model), (torch, torch_model))}
 
 
