@@ -70,7 +70,7 @@ from twinbench.recipes import RECIPES
 # --------------------------------------------------------------------------------------
 PHASES = ("train", "infer")
 # The recipe whose optimizer (and input normalization) an architecture's training step uses.
-RECIPE_FOR_ARCH = {"keras_cnn": "keras_cnn_adam", "lenet": "lenet_sgd"}
+RECIPE_FOR_ARCH = {"keras_cnn": "keras_cnn_adam", "lenet": "lenet_sgd", "resnet8": "resnet8_short"}
 # Modes per framework and device. cuda_graph does not exist on a CPU: no case, not a skip.
 MODES = {
     "torch": {"cpu": ("eager", "compiled"), "gpu": ("eager", "compiled", "cuda_graph")},
