@@ -37,11 +37,9 @@ AUGMENTATIONS = {
 
 
 def get(name: str) -> Augmentation:
-    try:
-        return AUGMENTATIONS[name]
-    except KeyError:
-        raise ValueError(f"unknown augmentation {name!r}; "
-                         f"expected one of {', '.join(AUGMENTATIONS)}") from None
+    if name not in AUGMENTATIONS:
+        raise ValueError(f"unknown augmentation {name!r}; expected one of {', '.join(AUGMENTATIONS)}")
+    return AUGMENTATIONS[name]
 
 
 def epoch_rng(seed: int, epoch: int) -> np.random.Generator:
