@@ -53,7 +53,7 @@ def test_half_pixel_shift_interpolates():
 
 def test_quarter_turn_is_a_rotation():
     x = images()
-    np.testing.assert_allclose(transform(x, theta=np.pi / 2), np.rot90(x, k=1, axes=(1, 2)),
+    np.testing.assert_allclose(transform(x, theta=np.pi / 2), np.rot90(x, k=-1, axes=(1, 2)),
                                atol=ALMOST_EXACT)
 
 
