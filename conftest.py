@@ -51,7 +51,8 @@ def pytest_addoption(parser):
                          "tests skipping with the reason where no GPU is visible)")
     group.addoption("--arch", action="append", choices=("keras_cnn", "lenet", "resnet8"),
                     help="architecture(s) to run (default: both twins)")
-    group.addoption("--recipe", action="append", choices=("keras_cnn_adam", "lenet_sgd"),
+    group.addoption("--recipe", action="append",
+                    choices=("keras_cnn_adam", "lenet_sgd", "resnet8_short", "resnet8_mlperf_tiny"),
                     help="accuracy: recipe(s) to train (default: both reference recipes)")
     group.addoption("--data", type=_data_path, default=os.environ.get("TWINBENCH_DATA"),
                     metavar="PATH",
