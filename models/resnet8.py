@@ -92,8 +92,8 @@ def torch_model(bn_momentum: float = TORCH_MOMENTUM, bn_epsilon: float = EPSILON
         def forward(self, x):
             if self.training:
                 if running_var == "unbiased":      # torch's own update (the wrong twin)
-                    return F.batch_norm(x, self.running_mean, self.running_var, self.weight,
-                                        self.bias, True, self.momentum, self.eps)
+                    return F.batch_norm(x, self.running_mean.detach(), self.running_var.detach(),
+                                        self.weight, self.bias, True, self.momentum, self.eps)
                 with torch.no_grad():
                     var, mean = torch.var_mean(x, dim=(0, 2, 3), correction=0)
                     m = self.momentum

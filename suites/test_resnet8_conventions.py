@@ -23,7 +23,14 @@ from twinbench.recipes import RECIPES
 from twinbench.tolerances import Tolerance, parity
 
 ARCH = models.get("resnet8")
-RECIPE = RECIPES["resnet8_short"]
+RECIPE = RECIPES["resnet8_short"]     # its input scaling
+# The k-step comparisons train with SGD (lenet_sgd's lr 1e-3, momentum 0.9), not Adam: with
+# BatchNorm in training mode the twins' weights drift apart far faster than in the BN-free
+# twins (measured after 10 SGD steps at lr 1e-3: up to 8e-4 of the kernels' displacement;
+# 6-10% at lr 0.1), and Adam normalizes the zero-in-theory gradients of the conv biases that
+# BatchNorm cancels. The running statistics are dominated by the batch statistics, which
+# this drift barely moves (measured 2.4e-6 of their displacement), so they keep a tight bound.
+SGD = dataclasses.replace(RECIPES["lenet_sgd"], arch="resnet8")
 BATCH = 16      # the parity suites' batch (twinbench/tolerances.py's accumulation lengths)
 STEPS = 10      # training steps before the running statistics and eval logits are compared
 TRAINABLE = 78_186          # Keras's summary of the published model: trainable parameters
@@ -46,7 +53,7 @@ MUTANTS = {
     "unbiased_running_variance": (variant(running_var="unbiased"), "moving_variance"),
     "symmetric_stride2_padding": (variant(stride2_padding="symmetric"), "max abs error"),
     "softmax_into_from_logits_loss": (variant(output="softmax"), "max abs error"),
-    "l2_not_in_torch_loss": (WITHOUT_L2, "kernel: max abs error"),
+    "l2_not_in_torch_loss": (WITHOUT_L2, "loss: max abs error"),
 }
 
 
@@ -65,14 +72,14 @@ def pair(twins, torch_arch=ARCH):
 
 
 def trained(twins, torch_arch=ARCH, steps: int = STEPS):
-    """Both twins after `steps` Adam steps (the recipe's optimizer) on the same batches:
+    """Both twins after `steps` SGD steps (see SGD above) on the same batches:
     (initial weights, tf weights, torch weights, tf eval logits, torch eval logits)."""
     tf, torch = twins
     tf_model, torch_model = pair(twins, torch_arch)
     initial = {k: v.copy() for k, v in tf.get_weights(tf_model).items()}
     data = batches(steps)
     for fw, model in ((tf, tf_model), (torch, torch_model)):
-        optimizer = fw.make_optimizer(model, RECIPE)
+        optimizer = fw.make_optimizer(model, SGD)
         for images, labels in data:
             fw.train_step(model, optimizer, images, labels)
     probe = batches(1, seed=1)[0][0]
@@ -90,9 +97,8 @@ def check_statistics(device, initial, actual, expected, what):
     """Running statistics after k steps: each step folds 1% of a batch statistic in; the
     statistics are sums over batch x positions, like the weight gradients, so their rounding
     bound is the gradients' (twinbench/tolerances.py), relative to each displacement's size.
-    The Adam steps before them leave the weights a few units of the gradients' bound apart
-    (suites/test_optimizer_steps.py), which the batch statistics inherit: STEPS x that bound."""
-    tol = Tolerance(scaled=STEPS * parity(device).gradients.scaled)
+    Measured 2.4e-6 (30x inside); torch's unbiased variance moves stack 3's by ~1e-3."""
+    tol = Tolerance(scaled=parity(device).gradients.scaled)
     return compare(statistics(actual, initial), statistics(expected, initial), tol, what=what)
 
 
@@ -174,12 +180,13 @@ def test_published_head_is_the_from_logits_loss(twins):
 
 def test_l2_as_coupled_weight_decay(twins, device):
     """Keras's l2(1e-4) in the loss is, in a torch optimizer, a coupled weight decay of 2e-4 on
-    the convolution kernels only: SGD with momentum, 10 steps, the same weights as Keras's
-    SGD with the regularizer in its loss. Half the decay, or the decay on every parameter
-    (BatchNorm's gamma and beta, biases, the dense layer), leaves them apart."""
+    the convolution kernels only: one SGD step (its displacement is lr times the gradient, so
+    it inherits the gradients' bound; more steps add BatchNorm's drift, see SGD above) gives
+    the weights of Keras's SGD with the regularizer in its loss. Half the decay, or the decay
+    on every parameter (BatchNorm's gamma and beta, biases, the dense layer), does not."""
     tf, torch = twins
-    recipe = dataclasses.replace(RECIPES["lenet_sgd"], arch=ARCH.name, lr=0.1)
-    data = batches(STEPS)
+    recipe = SGD
+    data = batches(1)
     tf_model, _ = pair(twins)
     initial = {k: v.copy() for k, v in tf.get_weights(tf_model).items()}
     optimizer = tf.make_optimizer(tf_model, recipe)
@@ -202,12 +209,11 @@ def test_l2_as_coupled_weight_decay(twins, device):
         return torch.get_weights(model)
 
     def check(actual, what):
-        floor = {k: STEPS * parity(device).weight_rounding_per_step * np.abs(expected[k]).max()
+        floor = {k: parity(device).weight_rounding_per_step * np.abs(expected[k]).max()
                  for k in expected}
         return compare({k: actual[k] - initial[k] for k in expected},
                        {k: expected[k] - initial[k] for k in expected},
-                       Tolerance(scaled=STEPS * parity(device).gradients.scaled), what=what,
-                       floor=floor)
+                       parity(device).sgd_displacement(), what=what, floor=floor)
 
     check(torch_weights(2 * resnet8.L2), "coupled weight decay 2e-4 on conv kernels vs Keras l2(1e-4)")
     with pytest.raises(AssertionError, match="kernel: max abs error"):
@@ -219,8 +225,8 @@ def test_l2_as_coupled_weight_decay(twins, device):
 # -- the checks catch each wrong twin -------------------------------------------------------------
 @pytest.mark.parametrize("mutant", list(MUTANTS))
 def test_parity_catches_wrong_convention(twins, device, mutant):
-    """Each wrong twin fails one of the parity checks the twin passes: logits and loss and
-    gradients on one batch (training mode), or the running statistics and eval logits after
+    """Each wrong twin fails one of the parity checks the twin passes: logits (inference mode)
+    and loss (training mode) on one batch, or the running statistics and eval logits after
     STEPS steps."""
     tf, torch = twins
     torch_arch, message = MUTANTS[mutant]
@@ -229,16 +235,14 @@ def test_parity_catches_wrong_convention(twins, device, mutant):
     tf_model, torch_model = pair(twins, torch_arch)
     failures = []
 
-    def loss_and_gradients(fw, model):
-        loss, gradients = fw.loss_and_gradients(model, images, labels)
-        return gradients | {"loss": np.array([loss])}
-
+    # Logits and loss, not gradients: a conv bias that BatchNorm follows has a gradient of zero
+    # in exact arithmetic, and its float32 noise differs between frameworks at 100% of itself.
     checks = [
         lambda: compare({"logits": torch.forward(torch_model, images)},
                         {"logits": tf.forward(tf_model, images)}, tol.logits, what="logits"),
-        # the loss's bound (tol.loss) is tighter than the gradients' one used for both here
-        lambda: compare(loss_and_gradients(torch, torch_model), loss_and_gradients(tf, tf_model),
-                        tol.gradients, what="loss and gradients"),
+        lambda: compare({"loss": np.array([torch.loss(torch_model, images, labels)])},
+                        {"loss": np.array([tf.loss(tf_model, images, labels)])}, tol.loss,
+                        what="training-mode loss"),
     ]
     for check in checks:
         try:
