@@ -29,7 +29,7 @@ SCHEMA = "twinbench.result/1"
 
 KINDS = ("throughput", "accuracy")
 FRAMEWORKS = ("tf", "torch")
-ARCHS = ("keras_cnn", "lenet")
+ARCHS = ("keras_cnn", "lenet", "resnet8")
 DEVICES = ("cpu", "gpu")
 MODES = ("eager", "compiled", "xla", "cuda_graph")
 PHASES = ("train", "infer")
