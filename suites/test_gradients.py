@@ -9,6 +9,7 @@ checked only where a dead ReLU makes its gradient zero).
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from twinbench import tolerances
 from twinbench.agreement import compare, report
@@ -17,7 +18,13 @@ BATCH = 2                 # small: one loss evaluation per difference, two per c
 COORDINATES = 4           # random coordinates per tensor, plus the largest gradient's
 
 
-def test_gradients_match_finite_differences(framework, device, arch, record_property):
+@pytest.mark.parametrize("bn_mode", ["training", "inference"])
+def test_gradients_match_finite_differences(framework, device, arch, bn_mode, record_property):
+    """bn_mode: BatchNorm on the batch's statistics, or on its moving ones (which then have
+    gradients of their own)."""
+    if bn_mode == "inference" and not arch.batchnorm:
+        pytest.skip(f"{arch.name} has no BatchNorm: inference mode is the training-mode function")
+    training = bn_mode == "training"
     h = tolerances.FD_STEP
     model = framework.build(arch, seed=0, dtype="float64")
     rng = np.random.default_rng(0)
@@ -27,13 +34,14 @@ def test_gradients_match_finite_differences(framework, device, arch, record_prop
     labels = rng.integers(0, 10, BATCH)
     weights = {k: v.copy() for k, v in framework.get_weights(model).items()}
 
-    loss, grads = framework.loss_and_gradients(model, images, labels, wrt_inputs=True)
+    loss, grads = framework.loss_and_gradients(model, images, labels, wrt_inputs=True,
+                                               training=training)
     assert set(grads) == set(weights) | {"__input__"}
     assert grads["__input__"].shape == images.shape
     for name, g in grads.items():
         assert g.dtype == np.float64, f"{name}: gradient is {g.dtype} in a float64 model"
     # The same function twice: only a GPU's summation order may move its last bits.
-    again = framework.loss(model, images, labels)
+    again = framework.loss(model, images, labels, training=training)
     assert abs(again - loss) <= 16 * tolerances.EPS64 * abs(loss), (
         f"loss() gives {again!r}, loss_and_gradients() {loss!r}")
 
@@ -41,12 +49,12 @@ def test_gradients_match_finite_differences(framework, device, arch, record_prop
         if name == "__input__":
             moved = images.copy()
             moved[index] += delta
-            return framework.loss(model, moved, labels)
+            return framework.loss(model, moved, labels, training=training)
         moved = dict(weights)
         moved[name] = weights[name].copy()
         moved[name][index] += delta
         framework.set_weights(model, moved)
-        return framework.loss(model, images, labels)
+        return framework.loss(model, images, labels, training=training)
 
     analytical, numerical = {}, {}
     for name, g in grads.items():
@@ -60,4 +68,5 @@ def test_gradients_match_finite_differences(framework, device, arch, record_prop
 
     errors = compare(analytical, numerical, tolerances.FD_GRADIENT[device],
                      what=f"{framework.name} {arch.name} analytical vs finite-difference gradients")
-    report(errors, f"finite differences {framework.name}-{device}-{arch.name}", record_property)
+    report(errors, f"finite differences {framework.name}-{device}-{arch.name}-{bn_mode}",
+           record_property)

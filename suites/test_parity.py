@@ -34,13 +34,23 @@ def shared_twins(twins, arch, seed: int = 0):
     return tf_model, torch_model
 
 
+@pytest.fixture(scope="module", params=["training", "inference"])
+def bn_mode(request):
+    """BatchNorm on the batch's statistics (training) or on its moving ones (inference)."""
+    return request.param
+
+
 @pytest.fixture(scope="module")
-def outputs(twins, arch):
+def outputs(twins, arch, bn_mode):
     """Logits, loss and gradients of both twins on one batch: {framework name: (...)}."""
+    if bn_mode == "inference" and not arch.batchnorm:
+        pytest.skip(f"{arch.name} has no BatchNorm: inference mode is the training-mode function")
     tf, torch = twins
     tf_model, torch_model = shared_twins(twins, arch)
     images, labels = batch(arch)
-    return {fw.name: (fw.forward(model, images), *fw.loss_and_gradients(model, images, labels))
+    training = bn_mode == "training"
+    return {fw.name: (fw.forward(model, images),
+                      *fw.loss_and_gradients(model, images, labels, training=training))
             for fw, model in ((tf, tf_model), (torch, torch_model))}
 
 
@@ -66,6 +76,9 @@ def test_gradients_match(outputs, device, arch, record_property):
 def test_parity_catches_unpermuted_flatten(twins, device, arch):
     """Weights copied without reordering the first dense layer's rows into torch's (C, H, W)
     flatten order: a port's classic silent bug."""
+    if arch.flatten_chw[1:] == (1, 1):
+        pytest.skip(f"{arch.name}: a 1x1 map enters Flatten, so both flatten orders agree "
+                    "(nothing to permute)")
     tf, torch = twins
     tf_model, torch_model = shared_twins(twins, arch)
     torch.set_weights(torch_model, tf.get_weights(tf_model), permute_flatten=False)
@@ -83,6 +96,9 @@ def test_parity_catches_unpermuted_flatten(twins, device, arch):
 @pytest.mark.parametrize("broken", ["tf", "torch"])
 def test_parity_catches_missing_relu(twins, device, arch, broken):
     """One twin without the ReLU after its first dense layer."""
+    if not arch.dense_relu:
+        pytest.skip(f"{arch.name}: its dense layer is the output (no ReLU to drop); its "
+                    "mutations are in suites/test_resnet8_conventions.py")
     tf, torch = twins
     tf_model, torch_model = shared_twins(twins, arch)
     faults.break_relu(tf_model if broken == "tf" else torch_model, arch.first_dense)
