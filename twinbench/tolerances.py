@@ -191,3 +191,21 @@ def batchnorm_float32_floors(tf32, tf64, torch32, torch64, scale: float) -> dict
     return {k: BN_SAFETY * (float(np.abs(np.float64(tf32[k]) - tf64[k]).max(initial=0.0))
                             + float(np.abs(np.float64(torch32[k]) - torch64[k]).max(initial=0.0)))
                + floor for k in tf64}
+
+
+def float64_step_floor(recipe, steps: int, scale: float) -> float:
+    """The float64 twins' allowance for a displacement after `steps` optimizer steps.
+    SGD moves a weight by lr x its gradient: the zero-gradient floor of the displacement's
+    size `scale`. Adam adds a step-size term: one side evaluates the step with beta_2 rounded
+    to float32 even in a float64 model (relative error up to U32 / (1 - beta_2) in 1 - beta_2,
+    half of it in the step's sqrt(1 - beta_2^t)), so the float64 twins' steps may differ by
+    U32 / (1 - beta_2) of lr each (measured: 6.6e-6 of a step, 1.1x the U32-scaled bound
+    alone; torch's default-Adam mutant moves steps by 50-90%). A gradient BatchNorm cancels
+    (~1e-15 in float64) moves Adam's step by ~1e-15 / eps_hat of lr: negligible. Once the
+    weights differ at all, Adam's later steps inherit ADAM_STEP_FRACTION_CPU's argument
+    (coordinates near g = 0 are sensitive at lr / eps_hat, in any precision): each step after
+    the first adds that fraction of lr (measured after 10 steps: 5.7e-5, 0.6% of 10 lr)."""
+    floor = zero_gradient_floor(U64, scale)
+    if recipe.optimizer == "adam":
+        floor += recipe.lr * (U32 / (1 - recipe.beta_2) + (steps - 1) * ADAM_STEP_FRACTION_CPU)
+    return floor
