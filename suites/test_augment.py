@@ -89,7 +89,7 @@ def test_frameworks_train_on_the_same_augmented_images(twins):
         def spy_prepare(model, images, labels, fw=fw, arrays=arrays):
             data = type(fw).prepare_data(fw, model, images, labels)
             arrays.append(images.copy())
-            resident = fw.from_tensor(data[0]) if fw.name == "torch" else np.asarray(data[0])
+            resident = fw.from_tensor(data.images) if fw.name == "torch" else np.asarray(data.images)
             assert np.array_equal(resident, images), f"{fw.name}: the tensor is not the array"
             return data
 
