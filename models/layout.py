@@ -3,13 +3,15 @@
 Torch stores conv kernels OIHW and dense kernels (out, in); Keras stores HWIO and (in, out).
 Flatten differs too: torch flattens (C, H, W), Keras (H, W, C), so the first dense layer's
 input rows are permuted when weights cross over. Every conversion is a pure transpose or
-permutation, so a round trip is bitwise exact.
+permutation, so a round trip is bitwise exact. BatchNorm vectors only change names
+(models.spec.BN_WEIGHTS); torch's num_batches_tracked has no Keras counterpart and is not a
+canonical weight (the twins' torch BatchNorm does not keep one: models/resnet8.py).
 """
 from __future__ import annotations
 
 import numpy as np
 
-from models.spec import Architecture
+from models.spec import BN_WEIGHTS, Architecture
 
 
 def _flatten_permutation(chw: tuple[int, int, int]) -> np.ndarray:
@@ -26,6 +28,10 @@ def canonical_to_torch(arch: Architecture, weights: dict[str, np.ndarray], *,
     """
     out = {}
     for layer in arch.layers:
+        if layer.kind == "bn":
+            out.update({f"{layer.name}.{t}": np.ascontiguousarray(weights[f"{layer.name}/{k}"])
+                        for k, t in BN_WEIGHTS.items()})
+            continue
         kernel = weights[f"{layer.name}/kernel"]
         if layer.kind == "conv":
             kernel = kernel.transpose(3, 2, 0, 1)                     # HWIO -> OIHW
@@ -45,6 +51,10 @@ def torch_to_canonical(arch: Architecture, state: dict[str, np.ndarray]) -> dict
     """Torch state_dict names and layout -> canonical names and layout (inverse of the above)."""
     out = {}
     for layer in arch.layers:
+        if layer.kind == "bn":
+            out.update({f"{layer.name}/{k}": np.ascontiguousarray(state[f"{layer.name}.{t}"])
+                        for k, t in BN_WEIGHTS.items()})
+            continue
         kernel = state[f"{layer.name}.weight"]
         if layer.kind == "conv":
             kernel = kernel.transpose(2, 3, 1, 0)                     # OIHW -> HWIO

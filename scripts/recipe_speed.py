@@ -34,7 +34,8 @@ from twinbench.recipes import RECIPES  # noqa: E402
 from twinbench.train import train  # noqa: E402
 
 PAIRS = {"keras_cnn_adam": ("tf", reference.keras_tutorial_epochs),
-         "lenet_sgd": ("torch", reference.torch_tutorial_epochs)}
+         "lenet_sgd": ("torch", reference.torch_tutorial_epochs),
+         "resnet8_mlperf_tiny": ("tf", reference.mlperf_tiny_epochs)}
 
 
 def suite_run(framework, recipe, train_set, test_set, seed):

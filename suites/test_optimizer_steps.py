@@ -13,7 +13,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from twinbench import faults
+from twinbench import faults, tolerances
 from twinbench.agreement import compare, report
 from twinbench.recipes import RECIPES
 from twinbench.tolerances import Tolerance, parity
@@ -63,6 +63,13 @@ def trajectories(twins):
                 recipe=recipe, initial=initial, data=data,
                 tf=run(tf, tf_model, tf.make_optimizer(tf_model, recipe), data),
                 torch=run(torch, torch_model, torch.make_optimizer(torch_model, recipe), data))
+            if arch.batchnorm:    # the float64 twins: twinbench/tolerances.py's BatchNorm policy
+                data64 = [(x.astype(np.float64), y) for x, y in data]
+                for fw in twins:
+                    model = fw.build(arch, seed=0, dtype="float64")
+                    fw.set_weights(model, {k: v.astype(np.float64) for k, v in initial.items()})
+                    cache[key][fw.name + "64"] = run(fw, model, fw.make_optimizer(model, recipe),
+                                                     data64)
         return cache[key]
     return get
 
@@ -87,16 +94,61 @@ def check_weights(device, recipe, initial, steps, actual, expected, what):
                    tol.sgd_displacement(), what=what, floor=rounding)
 
 
+def check_batchnorm_weights(run_, steps, what):
+    """With BatchNorm in training mode: the float32 displacements within each framework's own
+    float32 error against its float64 run (tolerances.batchnorm_float32_floors), plus one
+    rounding of the weights per step."""
+    initial = run_["initial"]
+    disp = {name: displacement(run_[name][1][steps], initial)
+            for name in ("tf", "tf64", "torch", "torch64")}
+    scale = max(np.abs(d).max() for d in disp["tf64"].values())
+    floors = tolerances.batchnorm_float32_floors(disp["tf"], disp["tf64"], disp["torch"],
+                                                 disp["torch64"], scale)
+    rounding = {k: steps * tolerances.WEIGHT_ROUNDING_PER_STEP * np.abs(initial[k]).max()
+                for k in initial}
+    return compare(disp["torch"], disp["tf"], tolerances.EXACT, what=what,
+                   floor={k: floors[k] + rounding[k] for k in initial})
+
+
 @pytest.mark.parametrize("steps", CHECKPOINTS)
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
 def test_weights_after_steps(trajectories, device, arch, optimizer, steps, record_property):
     run_ = trajectories(arch, optimizer)
-    errors = check_weights(device, run_["recipe"], run_["initial"], steps,
-                           run_["torch"][1][steps], run_["tf"][1][steps],
-                           what=f"{arch.name} {optimizer}: weights after {steps} step(s), "
-                                "torch vs tf")
+    what = f"{arch.name} {optimizer}: weights after {steps} step(s), torch vs tf"
+    if arch.batchnorm:
+        errors = check_batchnorm_weights(run_, steps, what)
+    else:
+        errors = check_weights(device, run_["recipe"], run_["initial"], steps,
+                               run_["torch"][1][steps], run_["tf"][1][steps], what=what)
     report(errors, f"{optimizer} {device}-{arch.name} weights after {steps} step(s)",
            record_property)
+
+
+@pytest.mark.parametrize("steps", CHECKPOINTS)
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_float64_weights_after_steps(trajectories, arch, optimizer, steps, record_property):
+    """With BatchNorm in training mode the float32 bound rests on the float64 twins agreeing
+    (twinbench/tolerances.py): their displacements within FLOAT64_TWINS, plus one float64
+    rounding of the weights per step and the float64 floor of the gradients BatchNorm
+    cancels, carried through the step (float64_step_floor)."""
+    if not arch.batchnorm:
+        pytest.skip(f"{arch.name} has no BatchNorm: float32 has its derived bounds")
+    run_ = trajectories(arch, optimizer)
+    errors = check_float64_weights(run_, steps, run_["torch64"][1][steps],
+                                   what=f"{arch.name} {optimizer}: float64 weights after "
+                                        f"{steps} step(s), torch vs tf")
+    report(errors, f"{optimizer} {arch.name} float64 weights after {steps} step(s)",
+           record_property)
+
+
+def check_float64_weights(run_, steps, actual, what):
+    initial, recipe = run_["initial"], run_["recipe"]
+    expected = displacement(run_["tf64"][1][steps], initial)
+    floor = tolerances.float64_step_floor(recipe, steps, max(np.abs(d).max()
+                                                             for d in expected.values()))
+    return compare(displacement(actual, initial), expected, tolerances.FLOAT64_TWINS, what=what,
+                   floor={k: floor + steps * tolerances.EPS64 * np.abs(initial[k]).max()
+                          for k in initial})
 
 
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
@@ -131,6 +183,16 @@ def test_steps_catch_torch_default_adam(trajectories, twins, device, arch):
     torch.set_weights(model, run_["initial"])
     losses, weights = run(torch, model, faults.torch_default_adam(model, run_["recipe"]),
                           run_["data"][:1])
+    if arch.batchnorm:    # decided in float64, where the twins agree (tolerances.py)
+        model = torch.build(arch, seed=1, dtype="float64")
+        torch.set_weights(model, {k: v.astype(np.float64) for k, v in run_["initial"].items()})
+        images, labels = run_["data"][0]
+        _, weights = run(torch, model, faults.torch_default_adam(model, run_["recipe"]),
+                         [(images.astype(np.float64), labels)])
+        with pytest.raises(AssertionError, match="max abs error"):
+            check_float64_weights(run_, 1, weights[1],
+                                  what="float64 weights after 1 step with torch's default Adam")
+        return
     with pytest.raises(AssertionError, match="max abs error"):
         check_weights(device, run_["recipe"], run_["initial"], 1, weights[1], run_["tf"][1][1],
                       what="weights after 1 step with torch's default Adam")

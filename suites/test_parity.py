@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from twinbench import faults, recipes
+from twinbench import faults, recipes, tolerances
 from twinbench.agreement import compare, report
 from twinbench.tolerances import parity
 
@@ -25,23 +25,44 @@ def batch(arch, seed: int = 0):
     return images, rng.integers(0, 10, BATCH)
 
 
-def shared_twins(twins, arch, seed: int = 0):
-    """(tf model, torch model) with the tf twin's initial weights in both."""
+def shared_twins(twins, arch, seed: int = 0, dtype: str = "float32"):
+    """(tf model, torch model) with the tf twin's initial (float32) weights in both."""
     tf, torch = twins
-    tf_model = tf.build(arch, seed=seed)
-    torch_model = torch.build(arch, seed=seed + 1)
-    torch.set_weights(torch_model, tf.get_weights(tf_model))
-    return tf_model, torch_model
+    weights = tf.get_weights(tf.build(arch, seed=seed))
+    models = tf.build(arch, seed=seed, dtype=dtype), torch.build(arch, seed=seed + 1, dtype=dtype)
+    for fw, model in zip(twins, models):
+        fw.set_weights(model, {k: v.astype(dtype) for k, v in weights.items()})
+    return models
+
+
+def bn_training(arch, bn_mode) -> bool:
+    """BatchNorm on batch statistics: the float64 policy of twinbench/tolerances.py applies."""
+    return arch.batchnorm and bn_mode == "training"
+
+
+@pytest.fixture(scope="module", params=["training", "inference"])
+def bn_mode(request):
+    """BatchNorm on the batch's statistics (training) or on its moving ones (inference)."""
+    return request.param
 
 
 @pytest.fixture(scope="module")
-def outputs(twins, arch):
+def outputs(twins, arch, bn_mode):
     """Logits, loss and gradients of both twins on one batch: {framework name: (...)}."""
-    tf, torch = twins
-    tf_model, torch_model = shared_twins(twins, arch)
+    if bn_mode == "inference" and not arch.batchnorm:
+        pytest.skip(f"{arch.name} has no BatchNorm: inference mode is the training-mode function")
     images, labels = batch(arch)
-    return {fw.name: (fw.forward(model, images), *fw.loss_and_gradients(model, images, labels))
-            for fw, model in ((tf, tf_model), (torch, torch_model))}
+    training = bn_mode == "training"
+    # float64 twins too where BatchNorm trains on batch statistics (twinbench/tolerances.py)
+    dtypes = ("float32", "float64") if bn_training(arch, bn_mode) else ("float32",)
+    out = {}
+    for dtype in dtypes:
+        suffix = "" if dtype == "float32" else "64"
+        for fw, model in zip(twins, shared_twins(twins, arch, dtype=dtype)):
+            x = images.astype(dtype)
+            out[fw.name + suffix] = (fw.forward(model, x),
+                                     *fw.loss_and_gradients(model, x, labels, training=training))
+    return out
 
 
 def test_logits_match(outputs, device, arch, record_property):
@@ -56,16 +77,45 @@ def test_loss_matches(outputs, device, arch, record_property):
     report(errors, f"parity {device}-{arch.name} loss", record_property)
 
 
-def test_gradients_match(outputs, device, arch, record_property):
-    errors = compare(outputs["torch"][2], outputs["tf"][2], parity(device).gradients,
-                     what=f"{arch.name} gradients, torch vs tf")
+def test_gradients_match(outputs, device, arch, bn_mode, record_property):
+    if bn_training(arch, bn_mode):
+        # float32 within each framework's own float32 error (tolerances.batchnorm_float32_floors)
+        scale = max(np.abs(g).max() for g in outputs["tf64"][2].values())
+        floors = tolerances.batchnorm_float32_floors(outputs["tf"][2], outputs["tf64"][2],
+                                                     outputs["torch"][2], outputs["torch64"][2],
+                                                     scale)
+        errors = compare(outputs["torch"][2], outputs["tf"][2], tolerances.EXACT, floor=floors,
+                         what=f"{arch.name} training-mode gradients, torch vs tf")
+    else:
+        errors = compare(outputs["torch"][2], outputs["tf"][2], parity(device).gradients,
+                         what=f"{arch.name} gradients, torch vs tf")
     report(errors, f"parity {device}-{arch.name} gradients", record_property)
+
+
+def test_float64_twins_agree(outputs, arch, bn_mode, record_property):
+    """With BatchNorm on batch statistics: the float64 twins compute the same logits, loss and
+    gradients to far below float32 rounding, so the float32 differences are rounding
+    (twinbench/tolerances.py, FLOAT64_TWINS; docs/methodology.md#resnet8)."""
+    if not bn_training(arch, bn_mode):
+        pytest.skip("float32 has its derived bounds here; float64 is needed for BatchNorm "
+                    "in training mode only")
+    tf64, torch64 = outputs["tf64"], outputs["torch64"]
+    scale = max(np.abs(g).max() for g in tf64[2].values())
+    floors = {k: tolerances.zero_gradient_floor(tolerances.U64, scale) for k in tf64[2]}
+    errors = compare({"logits": torch64[0], "loss": np.array([torch64[1]]), **torch64[2]},
+                     {"logits": tf64[0], "loss": np.array([tf64[1]]), **tf64[2]},
+                     tolerances.FLOAT64_TWINS, floor=floors,
+                     what=f"{arch.name} float64 twins, torch vs tf")
+    report(errors, f"parity {arch.name} float64", record_property)
 
 
 # -- the checks can fail ------------------------------------------------------------------------
 def test_parity_catches_unpermuted_flatten(twins, device, arch):
     """Weights copied without reordering the first dense layer's rows into torch's (C, H, W)
     flatten order: a port's classic silent bug."""
+    if arch.flatten_chw[1:] == (1, 1):
+        pytest.skip(f"{arch.name}: a 1x1 map enters Flatten, so both flatten orders agree "
+                    "(nothing to permute)")
     tf, torch = twins
     tf_model, torch_model = shared_twins(twins, arch)
     torch.set_weights(torch_model, tf.get_weights(tf_model), permute_flatten=False)
@@ -83,6 +133,9 @@ def test_parity_catches_unpermuted_flatten(twins, device, arch):
 @pytest.mark.parametrize("broken", ["tf", "torch"])
 def test_parity_catches_missing_relu(twins, device, arch, broken):
     """One twin without the ReLU after its first dense layer."""
+    if not arch.dense_relu:
+        pytest.skip(f"{arch.name}: its dense layer is the output (no ReLU to drop); its "
+                    "mutations are in suites/test_resnet8_conventions.py")
     tf, torch = twins
     tf_model, torch_model = shared_twins(twins, arch)
     faults.break_relu(tf_model if broken == "tf" else torch_model, arch.first_dense)

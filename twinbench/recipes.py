@@ -32,6 +32,11 @@ class Recipe:
     shuffle: bool = True
     reference_framework: str = ""  # the framework of the published program
     reference_accuracy: float = 0.0  # what the published program reports (canonical CIFAR-10)
+    lr_decay: float = 1.0          # epoch e (from 1) trains at lr * lr_decay ** (e - 1), as Keras's
+                                   # LearningRateScheduler(lr0 * decay ** epoch_index) does
+    augment: str = ""              # a twinbench.augment.AUGMENTATIONS name, drawn per epoch from the seed
+    in_matrix: bool = True         # `-m matrix` runs it unless --recipe selects otherwise; False for
+                                   # a recipe too long to cross with every architecture by default
 
     def __post_init__(self):
         if self.optimizer not in ("adam", "sgd"):
@@ -50,12 +55,17 @@ def _scale(images: np.ndarray) -> np.ndarray:
     return images.astype(np.float32) / np.float32(255.0)
 
 
+def _raw(images: np.ndarray) -> np.ndarray:
+    # MLPerf Tiny's train.py feeds ImageDataGenerator's float32 pixels, 0..255, unscaled
+    return images.astype(np.float32)
+
+
 def _center(images: np.ndarray) -> np.ndarray:
     # torchvision's ToTensor then Normalize((0.5,)*3, (0.5,)*3), in the same float32 order
     return (images.astype(np.float32) / np.float32(255.0) - np.float32(0.5)) / np.float32(0.5)
 
 
-PREPROCESSING = {"scale": _scale, "center": _center}
+PREPROCESSING = {"scale": _scale, "center": _center, "raw": _raw}
 
 RECIPES: dict[str, Recipe] = {}
 
@@ -85,6 +95,18 @@ for _recipe in (
     Recipe(name="lenet_sgd", arch="lenet", optimizer="sgd", lr=1e-3, momentum=0.9, batch_size=4,
            epochs=10, preprocess="center", reference_framework="torch",
            reference_accuracy=0.6367),
+    # About 10 minutes per framework on a fast 2-core AVX-512 host (docs/methodology.md#resnet8):
+    # the published optimizer and batch, 16 epochs with the lr decayed 10x over the run (0.86 per
+    # epoch) instead of 0.99 over 500, shifts and flips but no rotation (a short run underfits;
+    # rotation's interpolation blur slows it further), inputs /255.
+    Recipe(name="resnet8_short", arch="resnet8", optimizer="adam", lr=1e-3, batch_size=32,
+           epochs=16, preprocess="scale", lr_decay=0.86, augment="shift_flip"),
+    # MLPerf Tiny's train.py, as published: Adam (Keras defaults), lr 1e-3 x 0.99 per epoch,
+    # batch 32, 500 epochs, rotation/shift/flip augmentation, raw pixels; the benchmark's
+    # quality target is 85% top-1. Far too long for a CPU host (docs/methodology.md#resnet8).
+    Recipe(name="resnet8_mlperf_tiny", arch="resnet8", optimizer="adam", lr=1e-3, batch_size=32,
+           epochs=500, preprocess="raw", lr_decay=0.99, augment="mlperf_tiny",
+           reference_framework="tf", reference_accuracy=0.85, in_matrix=False),
 ):
     register(_recipe)
 

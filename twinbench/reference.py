@@ -97,3 +97,55 @@ def subset(split, n: int, seed: int = 0):
     from types import SimpleNamespace
     idx = np.random.default_rng(seed).permutation(len(split.labels))[:n]
     return SimpleNamespace(images=split.images[idx], labels=split.labels[idx])
+
+
+def mlperf_tiny_epochs(train, test, epochs: int = 1, seed: int = 0) -> tuple[float, float]:
+    """MLPerf Tiny's image-classification training program (mlcommons/tiny,
+    benchmark/training/image_classification: keras_model.resnet_v1_eembc with 16 base filters
+    and train.py): ImageDataGenerator(rotation 15, shifts 0.1, horizontal flips) over raw
+    0..255 pixels, Adam() with LearningRateScheduler(1e-3 * 0.99 ** epoch), categorical
+    cross-entropy on softmax outputs and one-hot labels, fit(batch 32), as published (500
+    epochs there); the test split is evaluated once at the end. Returns (seconds of fit, final
+    test accuracy). Unseeded, as published (`seed` is accepted for symmetry and ignored)."""
+    tf = imports.tensorflow()
+    from tensorflow.keras.layers import (Activation, AveragePooling2D, BatchNormalization,
+                                         Conv2D, Dense, Flatten, Input)
+    from tensorflow.keras.models import Model
+    from tensorflow.keras.regularizers import l2
+
+    def conv(num_filters, kernel_size, strides):
+        return Conv2D(num_filters, kernel_size=kernel_size, strides=strides, padding='same',
+                      kernel_initializer='he_normal', kernel_regularizer=l2(1e-4))
+
+    def resnet_v1_eembc(num_filters=16):
+        inputs = Input(shape=[32, 32, 3])
+        x = Activation('relu')(BatchNormalization()(conv(num_filters, 3, 1)(inputs)))
+        y = Activation('relu')(BatchNormalization()(conv(num_filters, 3, 1)(x)))      # first stack
+        y = BatchNormalization()(conv(num_filters, 3, 1)(y))
+        x = Activation('relu')(tf.keras.layers.add([x, y]))
+        for stack_filters in (num_filters * 2, num_filters * 4):                     # second, third
+            y = Activation('relu')(BatchNormalization()(conv(stack_filters, 3, 2)(x)))
+            y = BatchNormalization()(conv(stack_filters, 3, 1)(y))
+            x = conv(stack_filters, 1, 2)(x)
+            x = Activation('relu')(tf.keras.layers.add([x, y]))
+        pool_size = int(np.amin(x.shape[1:3]))
+        x = AveragePooling2D(pool_size=pool_size)(x)
+        outputs = Dense(10, activation='softmax', kernel_initializer='he_normal')(Flatten()(x))
+        return Model(inputs=inputs, outputs=outputs)
+
+    def lr_schedule(epoch):
+        return 0.001 * (0.99 ** epoch)
+
+    datagen = tf.keras.preprocessing.image.ImageDataGenerator(
+        rotation_range=15, width_shift_range=0.1, height_shift_range=0.1, horizontal_flip=True)
+    train_labels = tf.keras.utils.to_categorical(train.labels, 10)
+    datagen.fit(train.images)
+    model = resnet_v1_eembc()
+    model.compile(optimizer=tf.keras.optimizers.Adam(), loss='categorical_crossentropy',
+                  metrics=['accuracy'])
+    t0 = time.perf_counter()
+    model.fit(datagen.flow(train.images, train_labels, batch_size=32), epochs=epochs,
+              callbacks=[tf.keras.callbacks.LearningRateScheduler(lr_schedule)], verbose=0)
+    seconds = time.perf_counter() - t0
+    probabilities = model.predict(test.images.astype(np.float32), batch_size=1000, verbose=0)
+    return seconds, float(np.mean(probabilities.argmax(1) == test.labels))

@@ -25,6 +25,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from twinbench.choices import lookup
 
 EPS32 = 2.0 ** -23     # float32 machine epsilon (spacing of floats at 1.0)
@@ -63,6 +65,13 @@ FD_GRADIENT_CPU = Tolerance(rtol=1e-5, atol=1e-8)
 # dominated by the difference step, not the device: the same bound.
 FD_GRADIENT_GPU = FD_GRADIENT_CPU
 FD_GRADIENT = {"cpu": FD_GRADIENT_CPU, "gpu": FD_GRADIENT_GPU}
+# A probe crosses no ReLU kink when its forward and backward one-sided slopes agree: on a
+# smooth piece they differ by h |L''| (measured at most 2.3e-5: resnet8's fc/kernel in
+# inference mode, where the untrained moving statistics leave features large, |L''| ~ 23);
+# a kink crossed within +-h shows as the jump in slope (measured 4.0e-4 for the torch resnet8
+# twin's crossing on seed 0 in training mode; docs/methodology.md#resnet8). The threshold
+# sits between the two.
+FD_SLOPE_JUMP = 1e-4
 
 # ---------------------------------------------------------------------------------------------
 # float32 parity between the twins (suites/test_parity.py, suites/test_optimizer_steps.py)
@@ -138,3 +147,72 @@ PARITY = {
 
 def parity(device: str) -> Parity:
     return lookup(PARITY, device, "device for parity tolerances")
+
+
+# ---------------------------------------------------------------------------------------------
+# BatchNorm in training mode (Architecture.batchnorm; docs/methodology.md#resnet8)
+# ---------------------------------------------------------------------------------------------
+# With BatchNorm on batch statistics, the float32 gradients of each framework are far from its
+# own float64 gradients, so the BN-free bounds above (derived from accumulation lengths) do not
+# apply. Measured on suites/test_parity.py's batch (resnet8, seed 0, CPU), each framework's
+# float32 gradient error against its own float64 gradient, as a fraction of max|g64|:
+#   TensorFlow up to 1.15e-2 (s2_conv1/kernel; 5.0e-3 s2_bn1/beta, 1.4e-3 s1_conv1/kernel):
+#     Keras's BatchNorm takes the batch variance as E[x^2] - E[x]^2 in float32, which cancels
+#     where a channel's mean is large against its spread;
+#   torch at most 4.9e-6 (conv1/kernel).
+# The float64 twins agree to 4.0e-11 of max|g64| (gradients) and 3.4e-10 (loss): the twins
+# compute the same function, and the float32 differences are the frameworks' own rounding.
+# So the policy (used only where an architecture has BatchNorm, in training mode) is:
+# 1. the float64 twins agree within FLOAT64_TWINS: Keras computes the L2 penalty with its
+#    coefficient in float32 even in a float64 model (1e-4 -> 9.99999975e-5, 2.5e-8 relative,
+#    below U32), which moves the loss by at most U32 of itself and a kernel's gradient by
+#    U32 * 2 * l2 * |W| (measured: loss 3.4e-10 relative, gradients 4.0e-11 of max|g|);
+# 2. per tensor, the float32 twins differ by at most BN_SAFETY x (err_tf + err_torch), each
+#    framework's float32 error against its own float64 result on the same weights and batch
+#    (the difference of two independent errors is at most their sum; the factor covers the
+#    float64 references' own rounding, and keeps the bound per tensor, where one framework's
+#    cancellation sits);
+# 3. tensors whose true gradient is ~0 (a conv bias that BatchNorm follows: its gradient is
+#    zero in exact arithmetic, 1e-17..1e-15 in float64, the rounding of a sum in float32) get
+#    an absolute floor: the rounding of the longest weight-gradient reduction in the net,
+#    ZERO_GRADIENT_TERMS = 16 x 32 x 32 (batch x full-size map), _SPREAD * sqrt(K) * u times
+#    the network's largest gradient (the terms' size). float32: 3.2e-5 x max|g| (measured
+#    noise at most 5e-7 x max|g|: conv1/bias, s1_conv2/bias); float64: 1.5e-13 x max|g|
+#    (measured 1.8e-15).
+FLOAT64_TWINS = Tolerance(scaled=U32)
+BN_SAFETY = 2.0
+U64 = EPS64 / 2
+ZERO_GRADIENT_TERMS = 16 * 32 * 32
+
+
+def zero_gradient_floor(unit_roundoff: float, scale: float) -> float:
+    """The absolute rounding of a weight gradient whose terms cancel exactly (policy 3)."""
+    return _SPREAD * math.sqrt(ZERO_GRADIENT_TERMS) * unit_roundoff * scale
+
+
+def batchnorm_float32_floors(tf32, tf64, torch32, torch64, scale: float) -> dict[str, float]:
+    """Per-tensor absolute bounds for |torch32 - tf32| (policy 2 and 3): BN_SAFETY times the
+    sum of each framework's float32 error against its own float64 result, plus the zero-
+    gradient floor for the network's `scale` (its largest float64 gradient, or displacement)."""
+    floor = zero_gradient_floor(U32, scale)
+    return {k: BN_SAFETY * (float(np.abs(np.float64(tf32[k]) - tf64[k]).max(initial=0.0))
+                            + float(np.abs(np.float64(torch32[k]) - torch64[k]).max(initial=0.0)))
+               + floor for k in tf64}
+
+
+def float64_step_floor(recipe, steps: int, scale: float) -> float:
+    """The float64 twins' allowance for a displacement after `steps` optimizer steps.
+    SGD moves a weight by lr x its gradient: the zero-gradient floor of the displacement's
+    size `scale`. Adam adds a step-size term: one side evaluates the step with beta_2 rounded
+    to float32 even in a float64 model (relative error up to U32 / (1 - beta_2) in 1 - beta_2,
+    half of it in the step's sqrt(1 - beta_2^t)), so the float64 twins' steps may differ by
+    U32 / (1 - beta_2) of lr each (measured: 6.6e-6 of a step, 1.1x the U32-scaled bound
+    alone; torch's default-Adam mutant moves steps by 50-90%). A gradient BatchNorm cancels
+    (~1e-15 in float64) moves Adam's step by ~1e-15 / eps_hat of lr: negligible. Once the
+    weights differ at all, Adam's later steps inherit ADAM_STEP_FRACTION_CPU's argument
+    (coordinates near g = 0 are sensitive at lr / eps_hat, in any precision): each step after
+    the first adds that fraction of lr (measured after 10 steps: 5.7e-5, 0.6% of 10 lr)."""
+    floor = zero_gradient_floor(U64, scale)
+    if recipe.optimizer == "adam":
+        floor += recipe.lr * (U32 / (1 - recipe.beta_2) + (steps - 1) * ADAM_STEP_FRACTION_CPU)
+    return floor

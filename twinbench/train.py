@@ -12,6 +12,7 @@ from typing import Callable
 import numpy as np
 
 import models
+from twinbench import augment
 
 
 @dataclass
@@ -104,12 +105,18 @@ def train(framework, recipe, train_set, test_set, *, seed: int,
 
 def _train_epochs(framework, model, recipe, train_set, test_set, seed, run, progress) -> None:
     optimizer = framework.make_optimizer(model, recipe)
-    train_data = framework.prepare_data(model, recipe.prepare(train_set.images), train_set.labels)
+    prepared = recipe.prepare(train_set.images)
+    train_data = framework.prepare_data(model, prepared, train_set.labels)
     test_data = framework.prepare_data(model, recipe.prepare(test_set.images), test_set.labels)
     n = len(train_set.labels)
     started = time.perf_counter()
     for epoch in range(1, recipe.epochs + 1):
         order = epoch_order(seed, epoch, n, recipe.shuffle)
+        if recipe.lr_decay != 1.0:
+            framework.set_learning_rate(model, optimizer, recipe.lr * recipe.lr_decay ** (epoch - 1))
+        if recipe.augment:   # the same NumPy images for every framework, outside the timed epoch
+            images = augment.augment(prepared, augment.get(recipe.augment), augment.epoch_rng(seed, epoch))
+            train_data = framework.prepare_data(model, images, train_set.labels)
         framework.synchronize()
         t0 = time.perf_counter()
         loss = framework.fit_epoch(model, optimizer, train_data, recipe.batch_size, order)

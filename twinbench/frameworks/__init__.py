@@ -65,13 +65,18 @@ class Framework(Protocol):
       parameter_count(model) -> int                  (the framework's own count)
     Computing (NumPy NHWC float32 images, int labels 0..9)
       forward(model, images) -> logits (N, 10), inference mode
-      loss(model, images, labels) -> float, training mode, no update
-      loss_and_gradients(model, images, labels, wrt_inputs=False) -> (float, {name: grad});
-          "__input__" holds dL/dx (NHWC) when wrt_inputs
+      loss(model, images, labels, training=True) -> float, no update: cross-entropy from
+          logits plus the architecture's L2 kernel terms (Layer.l2, Keras's regularizer);
+          training=False: BatchNorm on its moving statistics (same function without BatchNorm)
+      loss_and_gradients(model, images, labels, wrt_inputs=False, training=True)
+          -> (float, {name: grad}); "__input__" holds dL/dx (NHWC) when wrt_inputs; BatchNorm's
+          moving statistics get gradients in inference mode and zeros in training mode
       feature_shapes(model, images) -> {stage name: per-image NHWC shape}
     Training
       make_optimizer(model, recipe) -> the framework's optimizer for the recipe
-      train_step(model, optimizer, images, labels) -> float loss of that step
+      set_learning_rate(model, optimizer, lr) -> None: a recipe's per-epoch schedule
+      train_step(model, optimizer, images, labels) -> float loss of that step; updates
+          BatchNorm's moving statistics as Keras does (momentum 0.99, biased batch variance)
       prepare_data(model, images, labels) -> PreparedData resident on the device
       fit_epoch(model, optimizer, data, batch_size, order) -> mean batch loss; steps through
           `order` (a NumPy permutation) batch by batch, the last batch partial
@@ -96,9 +101,12 @@ class Framework(Protocol):
     def get_weights(self, model: TwinModel) -> dict[str, np.ndarray]: ...
     def set_weights(self, model: TwinModel, weights: dict[str, np.ndarray]) -> None: ...
     def forward(self, model: TwinModel, images: np.ndarray) -> np.ndarray: ...
+    def loss(self, model: TwinModel, images: np.ndarray, labels: np.ndarray,
+             training: bool = True) -> float: ...
     def loss_and_gradients(self, model: TwinModel, images: np.ndarray, labels: np.ndarray,
-                           wrt_inputs: bool = False) -> tuple[float, dict]: ...
+                           wrt_inputs: bool = False, training: bool = True) -> tuple[float, dict]: ...
     def make_optimizer(self, model: TwinModel, recipe) -> Any: ...
+    def set_learning_rate(self, model: TwinModel, optimizer, lr: float) -> None: ...
     def train_step(self, model: TwinModel, optimizer, images, labels) -> float: ...
     def prepare_data(self, model: TwinModel, images, labels) -> PreparedData: ...
     def fit_epoch(self, model: TwinModel, optimizer, data: PreparedData, batch_size: int,

@@ -8,6 +8,7 @@ import os
 import numpy as np
 
 from models.layout import check_weights
+from models.spec import BN_WEIGHTS
 from twinbench import imports
 from twinbench.frameworks import (PreparedData, TwinModel, check_images, check_labels,
                                   global_rngs_kept, raised_from)
@@ -26,13 +27,24 @@ OOM_MESSAGES = ("RESOURCE_EXHAUSTED", "OOM when allocating")
 
 
 def _variables(model: TwinModel):
-    """Canonical weight name -> Keras variable, in the architecture's layer order."""
+    """Canonical weight name -> Keras variable, in the architecture's layer order (BatchNorm's
+    moving statistics included: they are weights that move between the frameworks)."""
     out = {}
     for layer in model.arch.layers:
         k_layer = model.net.get_layer(layer.name)
+        if layer.kind == "bn":
+            out.update({f"{layer.name}/{k}": getattr(k_layer, k) for k in BN_WEIGHTS})
+            continue
         out[f"{layer.name}/kernel"] = k_layer.kernel
         out[f"{layer.name}/bias"] = k_layer.bias
     return out
+
+
+def _loss(model: TwinModel, labels, logits):
+    """Mean cross-entropy from logits plus the model's regularization terms (Keras's
+    kernel_regularizer; fit adds them the same way): the training loss in both frameworks."""
+    loss = _LOSSES[model.dtype](labels, logits)
+    return loss + tf.add_n(model.net.losses) if model.net.losses else loss
 
 
 class TensorFlowFramework:
@@ -140,30 +152,36 @@ class TensorFlowFramework:
             return model.net(x, training=False).numpy()
 
     def loss_and_gradients(self, model: TwinModel, images: np.ndarray, labels: np.ndarray,
-                           wrt_inputs: bool = False):
-        """(mean cross-entropy, {canonical weight name: gradient}); '__input__' holds dL/dx (NHWC)."""
+                           wrt_inputs: bool = False, training: bool = True):
+        """(mean cross-entropy, {canonical weight name: gradient}); '__input__' holds dL/dx (NHWC).
+        training=False: BatchNorm normalizes with its moving statistics (which then get
+        gradients; in training mode theirs are zero)."""
         check_labels(labels, len(images))
         x = self.to_tensor(model, images)
         variables = _variables(model)
         with tf.device(self.tf_device), tf.GradientTape() as tape:
+            tape.watch([v.value for v in variables.values()])   # the moving statistics too
             if wrt_inputs:
                 tape.watch(x)
-            loss = _LOSSES[model.dtype](labels, model.net(x, training=True))
+            loss = _loss(model, labels, model.net(x, training=training))
         targets = list(variables.values()) + ([x] if wrt_inputs else [])
         grads = tape.gradient(loss, targets)
-        out = {name: g.numpy() for name, g in zip(variables, grads)}
+        out = {name: np.zeros(v.shape, model.dtype) if g is None else g.numpy()   # unused: zero
+               for (name, v), g in zip(variables.items(), grads)}
         if wrt_inputs:
             out["__input__"] = grads[-1].numpy()
         return float(loss.numpy()), out
 
-    def loss(self, model: TwinModel, images: np.ndarray, labels: np.ndarray) -> float:
+    def loss(self, model: TwinModel, images: np.ndarray, labels: np.ndarray,
+             training: bool = True) -> float:
         check_labels(labels, len(images))
         with tf.device(self.tf_device):
-            logits = model.net(self.to_tensor(model, images), training=True)
-            return float(_LOSSES[model.dtype](labels, logits))
+            logits = model.net(self.to_tensor(model, images), training=training)
+            return float(_loss(model, labels, logits))
 
     def feature_shapes(self, model: TwinModel, images: np.ndarray) -> dict[str, tuple]:
-        names = [layer.name for layer in model.net.layers if layer.name != "flatten"]
+        names = [layer.name for layer in model.net.layers
+                 if layer.name != "flatten" and not isinstance(layer, keras.layers.InputLayer)]
         probe = keras.Model(model.net.inputs, [model.net.get_layer(n).output for n in names])
         with tf.device(self.tf_device):
             outputs = probe(self.to_tensor(model, images), training=False)
@@ -175,6 +193,11 @@ class TensorFlowFramework:
             return keras.optimizers.Adam(learning_rate=recipe.lr, beta_1=recipe.beta_1,
                                          beta_2=recipe.beta_2, epsilon=recipe.epsilon)
         return keras.optimizers.SGD(learning_rate=recipe.lr, momentum=recipe.momentum)
+
+    def set_learning_rate(self, model: TwinModel, optimizer, lr: float) -> None:
+        """A recipe's per-epoch schedule: the optimizer's learning-rate variable (read by the
+        compiled step and by fit), assigned in place."""
+        optimizer.learning_rate.assign(lr)
 
     def train_step(self, model: TwinModel, optimizer, images: np.ndarray, labels: np.ndarray) -> float:
         check_labels(labels, len(images))
@@ -191,16 +214,17 @@ class TensorFlowFramework:
         cached = model.compiled.get(key)
         if cached is not None and cached[0] is optimizer:
             return cached[1]
-        variables = list(_variables(model).values())
+        # BatchNorm's moving statistics are weights but not trainable: the optimizer skips them.
+        variables = [v for v in _variables(model).values() if v.trainable]
         if not optimizer.built:
             optimizer.build(variables)   # slots exist before tracing, never created inside it
-        loss_fn, device = _LOSSES[model.dtype], self.tf_device
+        device = self.tf_device
 
         @tf.function(jit_compile=jit_compile)
         def step(x, y):
             with tf.device(device):
                 with tf.GradientTape() as tape:
-                    loss = loss_fn(y, model.net(x, training=True))
+                    loss = _loss(model, y, model.net(x, training=True))
                 optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
                 return loss
         model.compiled[key] = (optimizer, step)

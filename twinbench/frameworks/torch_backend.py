@@ -16,6 +16,19 @@ from twinbench.frameworks.modes import Step
 
 torch = imports.torch()
 F = torch.nn.functional
+_RUNNING_STATISTICS = ("running_mean", "running_var")   # BatchNorm buffers that are weights
+
+
+def _loss(model: TwinModel, logits, labels):
+    """Mean cross-entropy from logits plus the architecture's L2 terms, l2 * ||W||^2 on the
+    kernels of the layers that set Layer.l2: Keras's kernel_regularizer, in the loss as Keras
+    has it (docs/methodology.md#resnet8). The kernels are model.net's own parameters (a
+    torch.compile wrapper computing the logits shares them)."""
+    loss = F.cross_entropy(logits, labels)
+    for layer in model.arch.layers:
+        if layer.l2:
+            loss = loss + layer.l2 * getattr(model.net, layer.name).weight.square().sum()
+    return loss
 
 # Warm-up steps on a side stream before a CUDA-graph capture, as the whole-network example of
 # torch's CUDA-graph notes runs: they allocate .grad, the optimizer state and the cuBLAS/cuDNN
@@ -27,12 +40,14 @@ OOM_MESSAGES = ("CUDA out of memory", "CUDA error: out of memory",
                 "DefaultCPUAllocator: can't allocate memory")
 
 
-def training_step(net, optimizer, x, y, *, set_to_none: bool = True):
-    """The one torch training step (forward, cross-entropy, backward, update); returns the
-    loss without waiting for the device. Every torch training loop here runs this one.
-    set_to_none=False keeps .grad tensors in place (zeroed), as a CUDA graph needs."""
+def training_step(model: TwinModel, optimizer, x, y, *, net=None, set_to_none: bool = True):
+    """The one torch training step (forward, the training loss `_loss`, backward, update);
+    returns the loss without waiting for the device. Every torch training loop here runs this
+    one. `net` computes the logits (default model.net; the benchmark passes its
+    torch.compile wrapper). set_to_none=False keeps .grad tensors in place (zeroed), as a
+    CUDA graph needs."""
     optimizer.zero_grad(set_to_none=set_to_none)
-    loss = F.cross_entropy(net(x), y)
+    loss = _loss(model, (model.net if net is None else net)(x), y)
     loss.backward()
     optimizer.step()
     return loss.detach()
@@ -138,7 +153,11 @@ class TorchFramework:
         model.net.load_state_dict({k: torch.from_numpy(v).to(dtype) for k, v in state.items()})
 
     def parameter_count(self, model: TwinModel) -> int:
-        return sum(p.numel() for p in model.net.parameters())
+        """Parameters plus BatchNorm's running mean and variance: Keras's count_params() counts
+        its moving statistics too (num_batches_tracked, a counter, is not a weight)."""
+        return (sum(p.numel() for p in model.net.parameters())
+                + sum(b.numel() for n, b in model.net.named_buffers()
+                      if n.rsplit(".", 1)[-1] in _RUNNING_STATISTICS))
 
     # -- computing ---------------------------------------------------------------------------
     def forward(self, model: TwinModel, images: np.ndarray) -> np.ndarray:
@@ -148,26 +167,41 @@ class TorchFramework:
             return model.net(x).cpu().numpy()
 
     def loss_and_gradients(self, model: TwinModel, images: np.ndarray, labels: np.ndarray,
-                           wrt_inputs: bool = False):
-        """(mean cross-entropy, {canonical weight name: gradient}); '__input__' holds dL/dx (NHWC)."""
+                           wrt_inputs: bool = False, training: bool = True):
+        """(mean cross-entropy, {canonical weight name: gradient}); '__input__' holds dL/dx (NHWC).
+        training=False: BatchNorm normalizes with its running statistics (which then get
+        gradients; in training mode theirs are zero)."""
         check_labels(labels, len(images))
         x = self.to_tensor(model, images).requires_grad_(wrt_inputs)
-        model.net.train()
+        model.net.train(training)
         model.net.zero_grad(set_to_none=True)
-        loss = F.cross_entropy(model.net(x), torch.from_numpy(labels).to(self.torch_device))
-        loss.backward()
-        state = {name: p.grad.detach().cpu().numpy().copy() for name, p in model.net.named_parameters()}
+        statistics = [b for n, b in model.net.named_buffers()
+                      if n.rsplit(".", 1)[-1] in _RUNNING_STATISTICS]
+        try:
+            for b in statistics:
+                b.requires_grad_(True)
+            loss = _loss(model, model.net(x), torch.from_numpy(labels).to(self.torch_device))
+            loss.backward()
+        finally:
+            for b in statistics:
+                b.requires_grad_(False)
+        tensors = dict(model.net.named_parameters()) | dict(model.net.named_buffers())
+        state = {name: (t.grad if t.grad is not None else torch.zeros_like(t)).detach().cpu().numpy().copy()
+                 for name, t in tensors.items()}
+        for b in statistics:
+            b.grad = None
         grads = torch_to_canonical(model.arch, state)
         if wrt_inputs:
             grads["__input__"] = self.from_tensor(x.grad)
         return float(loss.detach().cpu()), grads
 
-    def loss(self, model: TwinModel, images: np.ndarray, labels: np.ndarray) -> float:
+    def loss(self, model: TwinModel, images: np.ndarray, labels: np.ndarray,
+             training: bool = True) -> float:
         check_labels(labels, len(images))
-        model.net.train()
+        model.net.train(training)
         with torch.no_grad():
             logits = model.net(self.to_tensor(model, images))
-            return float(F.cross_entropy(logits, torch.from_numpy(labels).to(self.torch_device)))
+            return float(_loss(model, logits, torch.from_numpy(labels).to(self.torch_device)))
 
     def feature_shapes(self, model: TwinModel, images: np.ndarray) -> dict[str, tuple]:
         """Per-image output shape of every named stage, as NHWC (Keras's view) for comparison."""
@@ -194,12 +228,20 @@ class TorchFramework:
         # m = mu*m - lr*g; p += m for a constant lr. fused=True: fastest step on CPU (docs/methodology.md#cpu-hosts).
         return torch.optim.SGD(params, lr=recipe.lr, momentum=recipe.momentum, fused=True)
 
+    def set_learning_rate(self, model: TwinModel, optimizer, lr: float) -> None:
+        """A recipe's per-epoch schedule. A captured CUDA graph holds the old lr as a constant,
+        so a changed lr drops it (fit_epoch captures again)."""
+        for group in optimizer.param_groups:
+            if group["lr"] != lr:
+                group["lr"] = lr
+                model.compiled_step = None
+
     def train_step(self, model: TwinModel, optimizer, images: np.ndarray, labels: np.ndarray) -> float:
         check_labels(labels, len(images))
         x = self.to_tensor(model, images)
         y = torch.from_numpy(labels).to(self.torch_device)
         model.net.train()
-        return float(training_step(model.net, optimizer, x, y))
+        return float(training_step(model, optimizer, x, y))
 
     def synchronize(self) -> None:
         if self.device == "gpu":
@@ -227,7 +269,7 @@ class TorchFramework:
         steps = 0
         for start in range(0, len(order), batch_size):
             # no .item() per step: it would force a device sync
-            total += training_step(net, optimizer, xe[start:start + batch_size],
+            total += training_step(model, optimizer, xe[start:start + batch_size],
                                    ye[start:start + batch_size])
             steps += 1
         return float(total) / steps
@@ -251,7 +293,7 @@ class TorchFramework:
 
             def body(j):
                 idx = static_index[j * batch_size:(j + 1) * batch_size]
-                return training_step(net, optimizer, x.index_select(0, idx),
+                return training_step(model, optimizer, x.index_select(0, idx),
                                      y.index_select(0, idx), set_to_none=False)
             net.train()
             model.compiled.clear()     # one captured epoch graph per model at a time
@@ -268,7 +310,7 @@ class TorchFramework:
         net.train()
         for start in range(graphs * per_graph, n, batch_size):     # the remainder, eagerly
             idx = index[start:start + batch_size]
-            total += training_step(net, optimizer, x.index_select(0, idx),
+            total += training_step(model, optimizer, x.index_select(0, idx),
                                    y.index_select(0, idx), set_to_none=False)
             steps += 1
         return float(total) / steps
@@ -281,15 +323,17 @@ class TorchFramework:
 
         Training (an optimizer is given): CAPTURE_WARMUP_STEPS calls of body(0) on a side
         stream first, as torch's CUDA-graph notes require, then their effect is undone so that
-        a run takes exactly its own steps: parameters are restored, optimizer state that
+        a run takes exactly its own steps: parameters and buffers (BatchNorm's running
+        statistics) are restored, optimizer state that
         existed is restored, state that did not is zeroed (a zero momentum buffer, zero Adam
         moments or a zero step count give the same first update as no state at all).
         Inference: the warm-up and the capture run under no_grad; there is nothing to undo."""
         train = optimizer is not None
         grad_mode = contextlib.nullcontext() if train else torch.no_grad()
         params = list(net.parameters())
+        buffers = list(net.buffers())       # BatchNorm's running statistics, restored too
         if train:
-            saved = [p.detach().clone() for p in params]
+            saved = [p.detach().clone() for p in params + buffers]
             before = {id(p): {n: v.clone() for n, v in optimizer.state[p].items()
                               if torch.is_tensor(v)} for p in params}
             steps_before = [g["step"].clone() if torch.is_tensor(g.get("step")) else None
@@ -302,7 +346,7 @@ class TorchFramework:
         torch.cuda.current_stream().wait_stream(side)
         if train:
             with torch.no_grad():
-                for p, v in zip(params, saved):
+                for p, v in zip(params + buffers, saved):
                     p.copy_(v)
                 for p in params:
                     for name, value in optimizer.state[p].items():
@@ -371,7 +415,7 @@ class TorchFramework:
             net_call = net
         if phase == "train":
             def run():
-                return training_step(net_call, optimizer, x, y)
+                return training_step(model, optimizer, x, y, net=net_call)
         else:
             def run():
                 with torch.inference_mode():
@@ -386,7 +430,7 @@ class TorchFramework:
         x, y = data.images, data.labels
         if phase == "train":
             def body(_j):
-                return training_step(net, optimizer, x, y, set_to_none=False)
+                return training_step(model, optimizer, x, y, set_to_none=False)
         else:
             def body(_j):
                 return net(x)
