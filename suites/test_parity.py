@@ -119,15 +119,8 @@ def test_parity_catches_unpermuted_flatten(twins, device, arch):
     tf, torch = twins
     tf_model, torch_model = shared_twins(twins, arch)
     torch.set_weights(torch_model, tf.get_weights(tf_model), permute_flatten=False)
-    images, labels = batch(arch)
-    tol = parity(device)
-    with pytest.raises(AssertionError, match="logits: max abs error"):
-        compare({"logits": torch.forward(torch_model, images)},
-                {"logits": tf.forward(tf_model, images)}, tol.logits, what="logits")
-    with pytest.raises(AssertionError, match=f"{arch.first_dense}/kernel: max abs error"):
-        compare(torch.loss_and_gradients(torch_model, images, labels)[1],
-                tf.loss_and_gradients(tf_model, images, labels)[1], tol.gradients,
-                what="gradients")
+    assert_parity_catches(twins, tf_model, torch_model, device, arch,
+                          gradient=f"{arch.first_dense}/kernel")
 
 
 @pytest.mark.parametrize("broken", ["tf", "torch"])
@@ -139,12 +132,19 @@ def test_parity_catches_missing_relu(twins, device, arch, broken):
     tf, torch = twins
     tf_model, torch_model = shared_twins(twins, arch)
     faults.break_relu(tf_model if broken == "tf" else torch_model, arch.first_dense)
+    assert_parity_catches(twins, tf_model, torch_model, device, arch,
+                          gradient=f"{arch.first_dense}/bias")
+
+
+def assert_parity_catches(twins, tf_model, torch_model, device, arch, *, gradient: str) -> None:
+    """A broken pair of twins fails the logits check, and the gradient check on `gradient`."""
+    tf, torch = twins
     images, labels = batch(arch)
     tol = parity(device)
     with pytest.raises(AssertionError, match="logits: max abs error"):
         compare({"logits": torch.forward(torch_model, images)},
                 {"logits": tf.forward(tf_model, images)}, tol.logits, what="logits")
-    with pytest.raises(AssertionError, match=f"{arch.first_dense}/bias: max abs error"):
+    with pytest.raises(AssertionError, match=f"{gradient}: max abs error"):
         compare(torch.loss_and_gradients(torch_model, images, labels)[1],
                 tf.loss_and_gradients(tf_model, images, labels)[1], tol.gradients,
                 what="gradients")
