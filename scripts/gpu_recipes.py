@@ -21,7 +21,8 @@ from twinbench import imports  # noqa: E402
 
 imports.preload()
 
-from twinbench import reference, thresholds  # noqa: E402
+from twinbench import thresholds  # noqa: E402
+from twinbench.frameworks import reference_programs as reference  # noqa: E402
 from twinbench.data import load_split, resolve_source  # noqa: E402
 from twinbench.fingerprint import machine_fingerprint  # noqa: E402
 from twinbench.frameworks import get_framework  # noqa: E402

@@ -1,7 +1,7 @@
 """Side-by-side speed of the suite's recipe loops against the reference programs.
 
 For each reference recipe (keras_cnn_adam in TensorFlow, lenet_sgd in torch) it alternates,
-round by round, the published program's loop (twinbench/reference.py) and the suite's
+round by round, the published program's loop (twinbench/frameworks/reference_programs.py) and the suite's
 (twinbench/train.py) on the same images, then prints wall time per round, the ratio of the
 medians, and the test accuracy each reached. Each side's time covers its whole job for the
 epochs asked, its own evaluation included (the published TF program validates every epoch,
@@ -27,9 +27,9 @@ imports.preload()   # torch and torchvision before TensorFlow, always
 
 from tabulate import tabulate  # noqa: E402
 
-from twinbench import reference  # noqa: E402
+from twinbench.frameworks import reference_programs as reference  # noqa: E402
 from twinbench.data import load_split, resolve_source  # noqa: E402
-from twinbench.frameworks import get_framework  # noqa: E402
+from twinbench.frameworks import framework_class, get_framework  # noqa: E402
 from twinbench.recipes import RECIPES  # noqa: E402
 from twinbench.train import train  # noqa: E402
 
@@ -60,7 +60,7 @@ def main(argv=None) -> int:
     source = resolve_source(args.data, download=args.data is None)
     train_all, test_set = load_split(source, "trainval"), load_split(source, "test")
     train_set = reference.subset(train_all, min(args.images, len(train_all.labels)))
-    imports.torch().set_num_threads(args.threads)
+    framework_class("torch").configure(args.threads, determinism=False)   # as the suite pins it
     rows = []
     for name in args.recipe or PAIRS:
         fw_name, published = PAIRS[name]

@@ -13,7 +13,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from twinbench import faults, tolerances
+from twinbench import tolerances
+from twinbench.frameworks import faults
 from twinbench.agreement import compare, report
 from twinbench.recipes import RECIPES
 from twinbench.tolerances import Tolerance, parity

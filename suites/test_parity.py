@@ -10,7 +10,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from twinbench import faults, recipes, tolerances
+from twinbench import recipes, tolerances
+from twinbench.frameworks import faults
 from twinbench.agreement import compare, report
 from twinbench.tolerances import parity
 

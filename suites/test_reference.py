@@ -1,4 +1,4 @@
-"""The published programs' loops (twinbench/reference.py) are timed as the docs say: each side's
+"""The published programs' loops (twinbench/frameworks/reference_programs.py) are timed as the docs say: each side's
 own evaluation inside its clock (docs/methodology.md#reference-programs)."""
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import numpy as np
 import pytest
 
 import models
-from twinbench import imports, reference
+from twinbench import imports
+from twinbench.frameworks import reference_programs as reference
 
 
 def tiny_split(n: int, seed: int) -> SimpleNamespace:
