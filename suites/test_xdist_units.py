@@ -14,7 +14,8 @@ from fixtures.shards import parse_shard, shard_of
 from fixtures.workers import benchmark_selected
 from twinbench import workers
 from twinbench.cells import (ACCURACY, FAIL, INCOMPLETE, MATRIX, PASS, SKIPPED, RunSpec, decide,
-                             dedupe_rows, expected_from_rows, read_verdicts, write_verdicts)
+                             expected_from_rows, read_verdicts, write_verdicts)
+from twinbench.results import dedupe_rows
 from twinbench.train import Epoch, Run
 
 DATA = SimpleNamespace(name="cifar10-jpeg", digest="synthetic")

@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from twinbench import thresholds
-from twinbench.results import dedupe_rows, row_key  # noqa: F401  (re-exported for callers)
 
 ACCURACY, MATRIX = "accuracy", "matrix"
 MATRIX_FRAMEWORKS = ("tf", "torch")
@@ -274,8 +273,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.seeds < 1:
         parser.error(f"--seeds must be >= 1, got {args.seeds}")
-    rows = dedupe_rows(read_rows(args.results, on_error="skip",
-                                 warn=lambda m: print(f"warning: {m}", file=sys.stderr)))
+    # read_rows counts each row once, however many shard copies the directories hold
+    rows = read_rows(args.results, on_error="skip",
+                     warn=lambda m: print(f"warning: {m}", file=sys.stderr))
     expected = expected_from_rows(rows, args.seeds)
     if not expected:
         print("error: no accuracy rows in " + ", ".join(args.results), file=sys.stderr)
