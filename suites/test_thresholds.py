@@ -140,3 +140,37 @@ def test_matrix_error_rates_on_simulated_pairs(true_gap, expected_verdict, expec
         assert rate >= expected_rate - 4 * se, rate
     else:
         assert rate <= expected_rate + 4 * se, rate
+
+
+def test_chi_square_quantiles_match_tables():
+    # printed tables (e.g. NIST/SEMATECH e-Handbook, 1.3.6.7.4): lower and upper 5% points
+    for df, low, high in ((4, 0.711, 9.488), (9, 3.325, 16.919), (14, 6.571, 23.685)):
+        assert th.chi2_quantile(0.05, df) == pytest.approx(low, abs=1e-3)
+        assert th.chi2_quantile(0.95, df) == pytest.approx(high, abs=1e-3)
+
+
+@pytest.mark.parametrize("n", [5, 10])
+def test_a_derived_gate_fails_one_new_healthy_seed_at_most_its_rate(n):
+    """The derivation's promise, simulated: measure n seeds of a recipe, derive the gate (before
+    rounding), then gate ONE new seed of the same recipe; across 200,000 such trials it fails
+    DERIVED_FALSE_FAIL of the time (the prediction bound is exact for normal seeds). A bound
+    without the mean's own uncertainty (sqrt(1 + 1/n)) fails 0.14% at n = 5 (caught here)."""
+    rng = np.random.default_rng(11 + n)
+    trials, mu, sigma, prior = 200_000, 0.69, 0.008, 0.008
+    seeds = rng.normal(mu, sigma, size=(trials, n))
+    mean, std = seeds.mean(axis=1), seeds.std(axis=1, ddof=1)
+    gate = th.derive_threshold(seeds[0], prior)         # the formula, checked against numpy
+    t = th.t_quantile(1 - th.DERIVED_FALSE_FAIL, n - 1)
+    z = th._NORMAL.inv_cdf(th.GATE_CONFIDENCE)
+    assert gate.raw == pytest.approx(mean[0] - t * std[0] * math.sqrt(1 + 1 / n) + z * prior)
+    raw = mean - t * std * math.sqrt(1 + 1 / n) + z * prior
+    new_seed = rng.normal(mu, sigma, size=trials)
+    rate = float(np.mean(new_seed + z * prior < raw))   # accuracy_gate's rule at one seed
+    se = math.sqrt(th.DERIVED_FALSE_FAIL * (1 - th.DERIVED_FALSE_FAIL) / trials)
+    assert abs(rate - th.DERIVED_FALSE_FAIL) < 4 * se, rate
+    assert gate.threshold <= gate.raw < gate.threshold + th.GATE_STEP
+
+
+def test_a_gate_needs_five_seeds():
+    with pytest.raises(ValueError, match="at least 5 seeds"):
+        th.derive_threshold([0.69, 0.70, 0.68, 0.69], 0.008)

@@ -280,3 +280,85 @@ def t_quantile(p: float, df: int) -> float:
         else:
             high = mid
     return (low + high) / 2
+
+
+def chi2_cdf(x: float, df: int) -> float:
+    """Chi-square distribution function: the regularized lower incomplete gamma P(df/2, x/2),
+    by its series (converges for every x; enough terms for the small df used here)."""
+    if x <= 0:
+        return 0.0
+    a, half = df / 2, x / 2
+    term = total = 1.0 / a
+    for k in range(1, 1000):
+        term *= half / (a + k)
+        total += term
+        if term < total * 1e-15:
+            break
+    return total * math.exp(-half + a * math.log(half) - math.lgamma(a))
+
+
+def chi2_quantile(p: float, df: int) -> float:
+    """Chi-square quantile, by bisection on chi2_cdf."""
+    low, high = 0.0, 10.0 * df + 100.0
+    for _ in range(200):
+        mid = (low + high) / 2
+        if chi2_cdf(mid, df) < p:
+            low = mid
+        else:
+            high = mid
+    return (low + high) / 2
+
+
+# -- a gate derived from measured seeds (docs/methodology.md#seed-spread) ----------------------
+# The threshold is set so that ONE new seed (what CI runs) of the recipe as measured fails the
+# gate at most DERIVED_FALSE_FAIL of the time. A new seed's accuracy x, predicted from n
+# measured seeds (mean, sample std s), satisfies (x - mean) / (s sqrt(1 + 1/n)) ~ t(n - 1)
+# (a prediction interval: it carries the uncertainty of both the mean and the spread, and
+# widens for few seeds). accuracy_gate fails x when x + z_0.95 * prior < T, so
+#     T = mean - t_(1 - DERIVED_FALSE_FAIL, n-1) * s * sqrt(1 + 1/n) + z_0.95 * prior,
+# rounded down to GATE_STEP. A higher threshold would make the CI gate cry wolf on a healthy
+# recipe more than once in a thousand runs; the power against a regression grows with the
+# seeds a gating session runs (gate_table).
+DERIVED_FALSE_FAIL = 0.001
+STD_CONFIDENCE = 0.95        # for the reported upper bound of the seed std (chi-square)
+GATE_STEP = 0.005            # thresholds are whole or half points
+MIN_SEEDS_FOR_GATE = 5
+
+
+@dataclass(frozen=True)
+class DerivedGate:
+    n: int
+    mean: float
+    std: float
+    std_high: float            # one-sided STD_CONFIDENCE upper bound of the true seed std
+    lowest_healthy: float      # the one-sided (1 - DERIVED_FALSE_FAIL) prediction bound of one seed
+    prior: float               # the seed std the gate's bound uses (SEED_STD_BY_SOURCE)
+    raw: float                 # the formula's value, before rounding down
+    threshold: float
+
+
+def derive_threshold(accuracies, prior: float) -> DerivedGate:
+    """The threshold the rule above gives for these seeds' final accuracies."""
+    values = [float(a) for a in accuracies]
+    n = len(values)
+    if n < MIN_SEEDS_FOR_GATE:
+        raise ValueError(f"a gate is derived from at least {MIN_SEEDS_FOR_GATE} seeds; got {n}")
+    mean = sum(values) / n
+    std = math.sqrt(sum((a - mean) ** 2 for a in values) / (n - 1))
+    std_high = std * math.sqrt((n - 1) / chi2_quantile(1 - STD_CONFIDENCE, n - 1))
+    lowest = mean - t_quantile(1 - DERIVED_FALSE_FAIL, n - 1) * std * math.sqrt(1 + 1 / n)
+    raw = lowest + _NORMAL.inv_cdf(GATE_CONFIDENCE) * prior
+    # the small epsilon keeps a value that is a whole step up to rounding on its step
+    threshold = math.floor(raw / GATE_STEP + 1e-9) * GATE_STEP
+    return DerivedGate(n, mean, std, std_high, lowest, prior, raw, round(threshold, 4))
+
+
+def pooled_std(groups) -> tuple[float, int]:
+    """The pooled seed-to-seed std of several recipes' seeds (each group its own mean), and its
+    degrees of freedom."""
+    groups = [[float(a) for a in g] for g in groups if len(g) > 1]
+    df = sum(len(g) - 1 for g in groups)
+    if not df:
+        raise ValueError("no group with two or more seeds")
+    ss = sum(sum((a - sum(g) / len(g)) ** 2 for a in g) for g in groups)
+    return math.sqrt(ss / df), df
