@@ -119,7 +119,7 @@ def accuracy_verdict(rows: list[dict], labels: dict[str, str]) -> Table | None:
         tf, torch = groups[key].get("tf"), groups[key].get("torch")
         if not tf or not torch:
             continue   # one framework alone is a gate result (Accuracy section), not a comparison
-        v = matrix_verdict(tf, torch)
+        v = matrix_verdict(tf, torch, source=key[5])
         verdict = v.verdict if v.verdict != "undetermined" else (
             f"undetermined ({v.seeds_needed} seed pairs would tell)")
         mid, device, arch, recipe, kind, _source = key

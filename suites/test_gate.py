@@ -6,12 +6,10 @@ No framework is needed: rows are synthetic, from fixed seeds.
 """
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import json
 import math
 import random
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -20,6 +18,7 @@ from reports import stats
 from reports.gate import (BASELINE_RUNS, CURRENT_RUNS, EXIT_CANNOT_RESOLVE, EXIT_INPUT_ERROR,
                           EXIT_PASS, EXIT_REGRESSION, FAMILY_ALPHA, POWER, PRACTICAL_THRESHOLD,
                           REGRESSION, allowed_drop, compare_runs, decide)
+from fixtures.scripts import load_script
 from reports.load import Config
 from test_reports import GATE_CONFIGS, fake_machine, noisy_rounds, run_cli, throughput_row
 from twinbench.results import write_row
@@ -363,11 +362,7 @@ def test_injected_slowdown_switch_is_off_unless_asked_and_rejects_typos():
 # --------------------------------------------------------------------------------------
 
 def _calibration_script():
-    spec = importlib.util.spec_from_file_location(
-        "gate_calibration", Path(__file__).resolve().parents[1] / "scripts" / "gate_calibration.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("gate_calibration")
 
 
 def test_calibration_script_counts_false_alarms_and_detections(tmp_path, capsys):

@@ -174,3 +174,31 @@ def test_a_derived_gate_fails_one_new_healthy_seed_at_most_its_rate(n):
 def test_a_gate_needs_five_seeds():
     with pytest.raises(ValueError, match="at least 5 seeds"):
         th.derive_threshold([0.69, 0.70, 0.68, 0.69], 0.008)
+
+
+def _derive_gates_script():
+    from fixtures.scripts import load_script
+    return load_script("derive_gates")
+
+
+SEED_ROWS = "reports/samples/cpu-box-seeds"
+
+
+def test_the_jpeg_gates_are_what_the_committed_seeds_derive(capsys):
+    """The JPEG copy's thresholds and prior seed std in twinbench/thresholds.py are exactly
+    what scripts/derive_gates.py derives from the committed seed rows: editing one without
+    the other fails here."""
+    from pathlib import Path
+    root = Path(__file__).resolve().parents[1]
+    code = _derive_gates_script().main([str(root / SEED_ROWS)])
+    out = capsys.readouterr()
+    assert code == 0, out.err
+    assert "cifar10-jpeg" in out.out
+
+
+def test_derive_gates_refuses_a_seed_gathered_twice(tmp_path):
+    script = _derive_gates_script()
+    row = {"kind": "accuracy", "comparison": None, "data": {"source": "cifar10-jpeg"},
+           "recipe": "lenet_sgd", "framework": "torch", "seed": 3, "final_accuracy": 0.61}
+    with pytest.raises(ValueError, match="seed 3 has two rows"):
+        script.seed_groups([row, dict(row)])

@@ -94,12 +94,12 @@ def accuracy_gate(accuracies: list[float], threshold: float, source: str
     return (PASS if gate.passed else FAIL), text, {**asdict(gate), "source": source}
 
 
-def matrix_verdict(tf_by_seed: dict[int, float], torch_by_seed: dict[int, float]
-                   ) -> tuple[str, str, dict]:
+def matrix_verdict(tf_by_seed: dict[int, float], torch_by_seed: dict[int, float],
+                   source: str | None = None) -> tuple[str, str, dict]:
     """(status, explanation, figures) of the fair comparison over the paired seeds
     (thresholds.matrix_verdict): equivalent passes, different fails, undetermined is reported
     without failing the session."""
-    v = thresholds.matrix_verdict(tf_by_seed, torch_by_seed)
+    v = thresholds.matrix_verdict(tf_by_seed, torch_by_seed, source=source)
     text = (f"{v.verdict}: {v.n_pairs} seed pair(s), gap {v.gap:+.2%}, interval "
             f"{v.ci_low:+.2%} to {v.ci_high:+.2%} against +-{v.margin:.2%}; {v.seeds_needed} "
             f"pairs would resolve it ({v.rule})")
@@ -214,7 +214,11 @@ def _decide_matrix(found: dict, problems: list[str]):
                 for fw, rows in by_fw.items()}
     if not set(accuracy["tf"]) & set(accuracy["torch"]):
         return FAIL, "no seed with both frameworks' rows", {}
-    return matrix_verdict(accuracy["tf"], accuracy["torch"])
+    sources = {r["data"]["source"] for r in found.values()}
+    if len(sources) > 1:
+        problems.append(f"rows come from different data sources: {', '.join(sorted(sources))}")
+        return FAIL, "mixed data", {}
+    return matrix_verdict(accuracy["tf"], accuracy["torch"], sources.pop())
 
 
 # --------------------------------------------------------------------------------------

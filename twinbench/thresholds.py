@@ -202,12 +202,13 @@ def seeds_needed(diff_std: float, margin: float = MATRIX_MARGIN, *, alpha: float
 
 def matrix_verdict(tf_by_seed: dict[int, float], torch_by_seed: dict[int, float], *,
                    margin: float = MATRIX_MARGIN, seed_std: float | None = None,
-                   alpha: float = MATRIX_ALPHA) -> MatrixVerdict:
+                   alpha: float = MATRIX_ALPHA, source: str | None = None) -> MatrixVerdict:
     """Equivalence of the two frameworks' accuracies, paired by seed (rule above).
 
     Spread of one difference: sqrt(2) x seed_std when given (pairing can only remove shared
     noise, so this is the cautious figure); else, with MIN_PAIRS_FOR_STD pairs or more, the
-    differences' own sample std with Student's t; else sqrt(2) x SEED_STD, the prior."""
+    differences' own sample std with Student's t; else sqrt(2) x the prior seed std of the
+    data source (prior_seed_std)."""
     paired = sorted(set(tf_by_seed) & set(torch_by_seed))
     missing = {"tf": sorted(set(torch_by_seed) - set(tf_by_seed)),
                "torch": sorted(set(tf_by_seed) - set(torch_by_seed))}
@@ -221,7 +222,7 @@ def matrix_verdict(tf_by_seed: dict[int, float], torch_by_seed: dict[int, float]
         std = math.sqrt(sum((d - gap) ** 2 for d in diffs) / (n - 1))
         q, how = t_quantile(1 - alpha, n - 1), f"the pairs' own std, t with {n - 1} df"
     else:
-        std = math.sqrt(2) * (seed_std if seed_std is not None else SEED_STD)
+        std = math.sqrt(2) * (seed_std if seed_std is not None else prior_seed_std(source))
         q, how = _NORMAL.inv_cdf(1 - alpha), "sqrt(2) x the " + ("given" if seed_std else "prior") + " seed std"
     half = q * std / math.sqrt(n)
     low, high = gap - half, gap + half
