@@ -163,3 +163,30 @@ def accuracy_rows(rows: list[dict]) -> list[dict]:
     return sorted((r for r in rows if r["kind"] == "accuracy"),
                   key=lambda r: (r["arch"], r["device"], r["framework"], r["recipe"],
                                  r["comparison"] or "", r["seed"], r["created"]))
+
+
+def current_gate(row: dict) -> float | None:
+    """The threshold a gated run's recipe has today on its data source (the table may have been
+    re-derived since the run: docs/methodology.md#seed-spread); the one the run recorded when
+    the table has none; None for matrix runs, which are compared, not gated."""
+    if row.get("comparison") == "matrix":
+        return None
+    from twinbench import thresholds
+    try:
+        return thresholds.threshold(row.get("data", {}).get("source", ""), row["recipe"])
+    except thresholds.NoThreshold:
+        return row["threshold"]
+
+
+def time_to_gate(row: dict) -> float | None:
+    """Training seconds until the first epoch at or above current_gate (None: no gate, or never
+    reached), from the row's per-epoch figures."""
+    gate = current_gate(row)
+    if gate is None:
+        return None
+    elapsed = 0.0
+    for epoch in row["epochs"]:
+        elapsed += epoch["seconds"]
+        if epoch["test_accuracy"] >= gate:
+            return elapsed
+    return None

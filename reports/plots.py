@@ -11,7 +11,7 @@ import re
 import statistics
 from pathlib import Path
 
-from reports.load import Config, Measurement
+from reports.load import Config, Measurement, current_gate
 from reports.tables import mode_label
 
 _FRAMEWORK_COLORS = {"tf": "tab:orange", "torch": "tab:blue"}
@@ -108,8 +108,8 @@ def accuracy_plots(rows: list[dict], labels: dict[str, str], out_dir: Path) -> l
     for recipe, by_arch in sorted(by_recipe.items()):
         # A gate belongs to the recipe (and data source), not to a run: every panel draws the
         # gates any run of this recipe was held to (matrix runs themselves are not gated).
-        gates = sorted({r["threshold"] for runs in by_arch.values() for r in runs
-                        if r["threshold"] is not None})
+        gates = sorted({g for runs in by_arch.values() for g in map(current_gate, runs)
+                        if g is not None})
         fig, axes = _panels(len(by_arch))
         for ax, (arch, runs) in zip(axes, sorted(by_arch.items())):
             for r in runs:

@@ -11,7 +11,7 @@ import statistics
 from pathlib import Path
 
 from reports.attribution import attribution_sentences
-from reports.load import by_machine, machine_labels, measurements
+from reports.load import by_machine, current_gate, machine_labels, measurements, time_to_gate
 from reports.tables import DASH, Table, fmt_percent, fmt_seconds
 from reports.verdict import accuracy_verdict, throughput_verdict
 from twinbench.thresholds import wilson_interval
@@ -37,14 +37,14 @@ def recipe_table(rows: list[dict], labels: dict[str, str]) -> Table | None:
             accuracy = f"{fmt_percent(acc[0], 2)} ({fmt_percent(low)}-{fmt_percent(high)})"
         else:
             accuracy = f"mean {fmt_percent(statistics.fmean(acc), 2)} (n={len(acc)})"
-        gates = sorted({r["threshold"] for r in runs if r["threshold"] is not None})
-        reached = [r["time_to_threshold_s"] for r in runs if r["time_to_threshold_s"] is not None]
+        gates = sorted({g for g in map(current_gate, runs) if g is not None})
+        reached = [t for t in map(time_to_gate, runs) if t is not None]
         to_gate = (DASH if not gates else
                    f"not reached ({len(runs)} runs)" if not reached else
                    fmt_seconds(statistics.median(reached)) +
                    ("" if len(runs) == 1 else f" (median, {len(reached)}/{len(runs)} reached)"))
         lines.append([labels[key[0]], *key[1:], str(len(runs)), accuracy,
-                      "/".join(fmt_percent(g, 0) for g in gates) or DASH,
+                      "/".join(fmt_percent(g, 1) for g in gates) or DASH,
                       fmt_seconds(statistics.median(r["train_seconds"] for r in runs)), to_gate])
     if not lines:
         return None

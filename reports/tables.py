@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from tabulate import tabulate
 
 from reports import stats
-from reports.load import Config, Measurement
+from reports.load import Config, Measurement, current_gate, time_to_gate
 from twinbench.thresholds import wilson_interval
 
 DASH = "—"
@@ -117,7 +117,7 @@ def accuracy_table(rows: list[dict], labels: dict[str, str]) -> Table:
         lines.append([labels[r["machine"]["id"]], r["framework"], r["arch"], r["device"],
                       r["recipe"], r["comparison"] or DASH, str(r["seed"]), str(len(r["epochs"])),
                       fmt_percent(r["final_accuracy"]), _interval(r["final_accuracy"]),
-                      fmt_percent(r["threshold"], 0),
+                      fmt_percent(current_gate(r), 1),
                       _time_to_threshold(r), fmt_seconds(r["train_seconds"]),
                       fmt_rate(r["images_per_s"])])
     align = ["left"] * 6 + ["right"] * 8
@@ -131,11 +131,10 @@ def _interval(accuracy: float) -> str:
 
 
 def _time_to_threshold(row: dict) -> str:
-    if row["threshold"] is None:
+    if current_gate(row) is None:
         return DASH
-    if row["time_to_threshold_s"] is None:
-        return "not reached"
-    return fmt_seconds(row["time_to_threshold_s"])
+    seconds = time_to_gate(row)
+    return "not reached" if seconds is None else fmt_seconds(seconds)
 
 
 # --------------------------------------------------------------------------------------
@@ -197,12 +196,12 @@ def _accuracy_cell(runs: list[dict]) -> str:
 
 
 def _threshold_cell(runs: list[dict]) -> str:
-    with_threshold = [r for r in runs if r["threshold"] is not None]
+    with_threshold = [r for r in runs if current_gate(r) is not None]
     if not with_threshold:
         return DASH
-    reached = [r["time_to_threshold_s"] for r in with_threshold if r["time_to_threshold_s"] is not None]
-    thresholds = sorted({r["threshold"] for r in with_threshold})
-    target = "/".join(fmt_percent(t, 0) for t in thresholds)
+    reached = [t for t in map(time_to_gate, with_threshold) if t is not None]
+    thresholds = sorted({current_gate(r) for r in with_threshold})
+    target = "/".join(fmt_percent(t, 1) for t in thresholds)
     count = f"reached in {len(reached)} of {len(with_threshold)} runs"
     if not reached:
         return f"not reached {target} ({count})"

@@ -25,6 +25,14 @@ from twinbench.results import read_rows  # noqa: E402
 PRIOR_STEP = 0.001   # the prior is the pooled std rounded up to a tenth of a point
 
 
+DROPS = (0.0, 0.02, 0.03, 0.05)   # regressions the table reports the CI gate's chance against
+
+
+def _ci_fail(gate: thresholds.DerivedGate, threshold: float, drop: float) -> float:
+    """Chance that one seed of the recipe as measured (its mean and std), less `drop`, fails."""
+    return thresholds.fail_rate(gate.mean, gate.std, threshold, gate.prior, drop=drop)
+
+
 def seed_groups(rows: list[dict]) -> dict[tuple[str, str, str], dict[int, float]]:
     """(source, recipe, framework) -> {seed: final accuracy} of the accuracy tier's rows."""
     groups: dict[tuple[str, str, str], dict[int, float]] = {}
@@ -73,14 +81,19 @@ def main(argv: list[str] | None = None) -> int:
     for source, d in derived.items():
         table = [[recipe, fw, g.n, f"{100 * g.mean:.2f}", f"{100 * g.std:.2f}",
                   f"{100 * g.std_high:.2f}", f"{100 * g.lowest_healthy:.2f}",
-                  f"{100 * g.threshold:.1f}"]
+                  f"{100 * g.threshold:.1f}",
+                  " / ".join(f"{100 * _ci_fail(g, d['recipes'][recipe], drop):.2g}%"
+                             for drop in DROPS)]
                  for (_, recipe, fw), g in sorted(d["gates"].items())]
         print(f"\n{source}: pooled seed std {100 * d['pooled']:.2f} points ({d['df']} degrees "
               f"of freedom) -> prior {100 * d['prior']:.1f} points "
               f"(twinbench/thresholds.py: {100 * thresholds.prior_seed_std(source):.1f})")
         print(tabulate(table, headers=["recipe", "framework", "seeds", "mean %", "std",
                                        "std 95% upper", "lowest healthy seed %",
-                                       "derived threshold %"], tablefmt="github",
+                                       "derived threshold %",
+                                       "one-seed CI run fails, after losing "
+                                       + " / ".join(f"{100 * d:g}" for d in DROPS) + " points"],
+                       tablefmt="github",
                        disable_numparse=True))
         if abs(d["prior"] - thresholds.prior_seed_std(source)) > 1e-9:
             disagree.append(f"{source}: prior {thresholds.prior_seed_std(source)} in the table, "

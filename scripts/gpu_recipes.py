@@ -70,7 +70,7 @@ def main(argv=None) -> int:
         loop = f"{graph_steps} steps per CUDA graph" if graph_steps and args.device == "gpu" else "eager"
         print(f"RESULT {name} ({loop}): final accuracy {run.final_accuracy:.2%}, "
               f"training {run.train_seconds:.1f} s ({run.images_per_s(len(train_set.labels)):,.0f} "
-              f"img/s), time to {gate if gate is None else f'{gate:.0%}'}: "
+              f"img/s), time to {gate if gate is None else f'{gate:.1%}'}: "
               f"{run.time_to_threshold_s}, wall with evaluation and capture {wall:.1f} s", flush=True)
     return 0
 

@@ -48,7 +48,7 @@ def test_reference_recipe_reaches_threshold(accuracy_run, load_split, data_sourc
                f"{run.train_seconds:,.0f} s of training, "
                f"{run.images_per_s(len(train_set.labels)):,.0f} img/s; gated with the other "
                f"seeds at the end of the session (threshold "
-               f"{'none' if gate is None else f'{gate:.0%}'})")
+               f"{'none' if gate is None else f'{gate:.1%}'})")
     progress(summary)
     cells.assert_learned(run.final_accuracy, summary)
     if missing:

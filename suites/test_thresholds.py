@@ -34,7 +34,8 @@ def test_one_seed_still_decides_with_the_prior_spread():
     z = th._NORMAL.inv_cdf(th.GATE_CONFIDENCE)
     gate = th.accuracy_gate([0.66], GATE, source="cifar10-jpeg")
     assert gate.n == 1 and gate.std is None
-    assert gate.upper_bound == pytest.approx(0.66 + z * SIGMA)
+    assert gate.upper_bound == pytest.approx(0.66 + z * th.prior_seed_std("cifar10-jpeg"))
+    assert th.prior_seed_std("cifar10-jpeg") == th.SEED_STD_BY_SOURCE["cifar10-jpeg"] != SIGMA
     assert gate.passed
     # one seed: fails only below the threshold by more than z prior standard deviations
     assert not th.accuracy_gate([GATE - 1.01 * z * SIGMA], GATE).passed
@@ -86,7 +87,8 @@ def test_gate_table_lists_every_source_and_seed_count():
 
 def test_summarize_keeps_its_fields_and_gates_on_the_upper_bound():
     summary = th.summarize([0.66, 0.65, 0.67], GATE, source="cifar10-jpeg")
-    assert summary["gated_value"] == pytest.approx(th.accuracy_gate([0.66, 0.65, 0.67], GATE).upper_bound)
+    assert summary["gated_value"] == pytest.approx(
+        th.accuracy_gate([0.66, 0.65, 0.67], GATE, source="cifar10-jpeg").upper_bound)
     assert summary["n"] == 3 and summary["std"] == pytest.approx(0.01)
     assert th.summarize([0.66])["std"] is None
 

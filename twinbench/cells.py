@@ -90,7 +90,7 @@ def accuracy_gate(accuracies: list[float], threshold: float, source: str
     spread = "" if gate.std is None else f", std {gate.std:.2%}"
     text = (f"{gate.n} run(s), mean {gate.mean:.2%}{spread}, min {min(accuracies):.2%}, "
             f"max {max(accuracies):.2%}; {gate.rule} = {gate.upper_bound:.2%} vs threshold "
-            f"{threshold:.0%}")
+            f"{threshold:.1%}")
     return (PASS if gate.passed else FAIL), text, {**asdict(gate), "source": source}
 
 
