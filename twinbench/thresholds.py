@@ -273,16 +273,20 @@ def t_cdf(t: float, df: int) -> float:
     return 1 - tail if t > 0 else tail
 
 
-def t_quantile(p: float, df: int) -> float:
-    """Student's t quantile, by bisection on t_cdf."""
-    low, high = -1e3, 1e3
+def _inverse(cdf, p: float, low: float, high: float) -> float:
+    """The x in [low, high] where the increasing function cdf reaches p, by bisection."""
     for _ in range(200):
         mid = (low + high) / 2
-        if t_cdf(mid, df) < p:
+        if cdf(mid) < p:
             low = mid
         else:
             high = mid
     return (low + high) / 2
+
+
+def t_quantile(p: float, df: int) -> float:
+    """Student's t quantile, by bisection on t_cdf."""
+    return _inverse(lambda t: t_cdf(t, df), p, -1e3, 1e3)
 
 
 def chi2_cdf(x: float, df: int) -> float:
@@ -302,14 +306,7 @@ def chi2_cdf(x: float, df: int) -> float:
 
 def chi2_quantile(p: float, df: int) -> float:
     """Chi-square quantile, by bisection on chi2_cdf."""
-    low, high = 0.0, 10.0 * df + 100.0
-    for _ in range(200):
-        mid = (low + high) / 2
-        if chi2_cdf(mid, df) < p:
-            low = mid
-        else:
-            high = mid
-    return (low + high) / 2
+    return _inverse(lambda x: chi2_cdf(x, df), p, 0.0, 10.0 * df + 100.0)
 
 
 # -- a gate derived from measured seeds (docs/methodology.md#seed-spread) ----------------------
