@@ -64,7 +64,7 @@ def pytest_addoption(parser):
     group.addoption("--results", metavar="DIR", default=None,
                     help="where result rows (JSON) are written (default: reports/results/<run id>)")
     group.addoption("--seeds", type=_positive_int, default=1, metavar="N",
-                    help="accuracy: seeds per recipe; N >= 3 gates on mean - k*std (default: 1)")
+                    help="accuracy and matrix: seeds 0..N-1 per cell, one test item each; the gate and the matrix verdict are decided over all of them (default: 1)")
     group.addoption("--batch-size", type=_positive_int, action="append", metavar="N",
                     help="benchmark: batch size(s) to measure (default: per device)")
     group.addoption("--quick", action="store_true",

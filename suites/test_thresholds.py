@@ -204,3 +204,14 @@ def test_derive_gates_refuses_a_seed_gathered_twice(tmp_path):
            "recipe": "lenet_sgd", "framework": "torch", "seed": 3, "final_accuracy": 0.61}
     with pytest.raises(ValueError, match="seed 3 has two rows"):
         script.seed_groups([row, dict(row)])
+
+
+def test_the_header_says_what_n_seeds_resolve():
+    from fixtures.session import seeds_line
+    one, many = seeds_line(1, "cifar10-jpeg"), seeds_line(14, "cifar10-jpeg")
+    sigma = th.prior_seed_std("cifar10-jpeg")
+    assert f"{th.regression_power(1, seed_std=sigma):.0%} of the" in one
+    assert f"{th.regression_power(14, seed_std=sigma):.0%} of the" in many
+    needed = th.seeds_needed(math.sqrt(2) * sigma)
+    assert f"from {needed} seeds" in one and "0.9%" in one
+    assert "1.2%" in seeds_line(1, "cifar10")    # canonical data: the unmeasured prior
