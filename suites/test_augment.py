@@ -21,10 +21,14 @@ def images(n: int = 8, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random((n, 32, 32, 3), dtype=np.float32)
 
 
-def transform(x, theta=0.0, shift=(0.0, 0.0), flip=False):
-    n = len(x)
-    return augment._transform(x, np.full(n, theta), np.tile(np.array(shift, float), (n, 1)),
-                              np.full(n, flip))
+@pytest.fixture(params=["general", "separable"])
+def transform(request):
+    """The general bilinear map, and (without rotation) its separable fast path."""
+    def run(x, theta=0.0, shift=(0.0, 0.0), flip=False):
+        n = len(x)
+        f = augment._transform if request.param == "general" or theta else augment._translate
+        return f(x, np.full(n, theta), np.tile(np.array(shift, float), (n, 1)), np.full(n, flip))
+    return run
 
 
 def test_identity_is_exact():
@@ -32,12 +36,12 @@ def test_identity_is_exact():
     assert np.array_equal(augment.augment(x, Augmentation(), np.random.default_rng(0)), x)
 
 
-def test_flip_mirrors_columns():
+def test_flip_mirrors_columns(transform):
     x = images()
     assert np.array_equal(transform(x, flip=True), x[:, :, ::-1])
 
 
-def test_whole_pixel_shift_replicates_the_edge():
+def test_whole_pixel_shift_replicates_the_edge(transform):
     """A shift of +1 row samples one row further down; the last row repeats (fill 'nearest')."""
     x = images()
     out = transform(x, shift=(1.0, 0.0))
@@ -45,16 +49,28 @@ def test_whole_pixel_shift_replicates_the_edge():
     assert np.array_equal(out[:, -1], x[:, -1])
 
 
-def test_half_pixel_shift_interpolates():
+def test_half_pixel_shift_interpolates(transform):
     x = images()
     out = transform(x, shift=(0.0, 0.5))
     np.testing.assert_allclose(out[:, :, :-1], (x[:, :, :-1] + x[:, :, 1:]) / 2, atol=ALMOST_EXACT)
 
 
-def test_quarter_turn_is_a_rotation():
+def test_quarter_turn_is_a_rotation(transform):
     x = images()
     np.testing.assert_allclose(transform(x, theta=np.pi / 2), np.rot90(x, k=-1, axes=(1, 2)),
                                atol=ALMOST_EXACT)
+
+
+def test_the_separable_shift_is_the_general_map_without_rotation():
+    """Random fractional shifts (beyond the edges too) and flips: the fast path gives the
+    general bilinear map's values up to float32 rounding of the reordered sums."""
+    x, rng = images(64), np.random.default_rng(5)
+    shifts, flips = rng.uniform(-4.5, 4.5, (64, 2)), rng.random(64) < 0.5
+    general = augment._transform(x, np.zeros(64), shifts, flips)
+    np.testing.assert_allclose(augment._translate(x, np.zeros(64), shifts, flips), general,
+                               atol=ALMOST_EXACT)
+    swapped = augment._translate(x, np.zeros(64), shifts[:, ::-1], flips)   # axes matter
+    assert np.abs(swapped - general).max() > 0.1
 
 
 def test_draws_follow_seed_and_epoch():
