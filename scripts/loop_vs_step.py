@@ -10,13 +10,15 @@ step of the same architecture, mode and batch size (twinbench/bench.py `make_ste
 resident on the device, stepped N / batch times). The loop adds the data order, the batch
 gather and the framework's own loop machinery (Keras's `fit`; a Python loop in torch); the
 ratio says what that costs. The architecture's benchmark recipe is the one trained
-(recipes.for_arch), so both sides run the same optimizer. Run it on a quiet machine.
+(recipes.for_arch), so both sides run the same optimizer. Each framework runs in a process
+of its own. Run it on a quiet machine.
 """
 from __future__ import annotations
 
 import argparse
 import os
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -89,12 +91,22 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.images < 64 or args.rounds < 1 or args.threads < 1:
         p.error("need --images >= 64, --rounds >= 1 and --threads >= 1")
+    frameworks = args.framework or list(FRAMEWORKS)
+    if len(frameworks) > 1:
+        # one process per framework: a framework loaded (and its thread pools started) beside
+        # the other must not slow the other's figures
+        rest = [a for a in (argv if argv is not None else sys.argv[1:])]
+        rest = [a for i, a in enumerate(rest) if a != "--framework"
+                and not (i and rest[i - 1] == "--framework") and not a.startswith("--framework=")]
+        codes = [subprocess.call([sys.executable, __file__, "--framework", fw, *rest])
+                 for fw in frameworks]
+        return max(codes)
     source = resolve_source(args.data, download=args.data is None)
     train_all = load_split(source, "trainval")
     n = min(args.images, len(train_all.labels))
     train_set = subset(train_all, n)
     rows = []
-    for fw_name in args.framework or FRAMEWORKS:
+    for fw_name in frameworks:
         framework_class(fw_name).configure(args.threads, determinism=False)
         for name in args.recipe or BENCH_RECIPES:
             loop, step = measure(fw_name, RECIPES[name], train_set, args.rounds)
