@@ -89,6 +89,20 @@ def cmd_gate(args) -> int:
     return command(args, _stderr)
 
 
+def cmd_spread(args) -> int:
+    from reports.spread import spread_tables
+    from twinbench.results import read_rows
+
+    tables = spread_tables(read_rows(args.results))
+    if not tables:
+        _stderr("error: no configuration has two or more runs there (run the benchmark tier "
+                "several times, one pytest session each)")
+        return EXIT_ERROR
+    for title, table in tables:
+        print(f"{title}\n\n{table.markdown()}\n")
+    return EXIT_OK
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m reports", description="Render, compare and gate twinbench result rows.",
@@ -124,6 +138,15 @@ def build_parser() -> argparse.ArgumentParser:
                                    "or (part of) its hardware label (default: %(default)s)")
         machines.add_argument("--out", help="also write the Markdown to this file")
         machines.set_defaults(func=cmd_machines)
+
+    spread = sub.add_parser("spread", help="the drift between benchmark runs, and the run counts "
+                                           "a gate needs at it",
+                            description="Several benchmark runs of one machine (one pytest "
+                                        "session each): per configuration the spread between "
+                                        "runs and the current runs a gate at the device "
+                                        "class's threshold needs (reports/spread.py).")
+    spread.add_argument("results", nargs="+", metavar="RESULTS", help="result files or directories")
+    spread.set_defaults(func=cmd_spread)
 
     gate = sub.add_parser("gate", help="fail (exit 1) on a throughput regression",
                           description="Compare current runs against baseline runs per "

@@ -2,7 +2,7 @@
 # Every GPU check of twinbench in one call, on any Linux machine with an NVIDIA GPU:
 #
 #   bash scripts/gpu_checks.sh OUTDIR [--data PATH] [--framework tf|torch]... [--budget S]
-#                                     [--device gpu|cpu]
+#                                     [--device gpu|cpu] [--spread-runs N]
 #
 # OUTDIR      where everything goes (created): gpu_checks.log, nvidia-smi.txt, correctness.xml,
 #             recipes/ (result rows), bench/ (gpu_bench.sh's rows, log and report), report/
@@ -13,6 +13,8 @@
 #             step trains torch (the CUDA-graph loop is torch's).
 # --budget    seconds for the throughput step (default 900; torch.compile gets what is left).
 # --device    cpu: a dry run of the whole script on a CPU (small recipe subset, CPU batches).
+# --spread-runs N: quick-tier benchmark runs (one pytest session each) for the drift between
+#             runs that a regression gate must see through (default 5; 0 skips the step).
 #
 # Steps, each logged; a failing step does not stop the next, and the exit code is the first
 # failure's (2: no GPU, or bad arguments, before anything runs):
@@ -21,11 +23,13 @@
 #   2. the recipes: keras_cnn_adam and lenet_sgd, 10 epochs, data resident, many steps per
 #      CUDA graph, then keras_cnn_adam eager for comparison (scripts/gpu_recipes.py);
 #   3. the throughput tier and its report (scripts/gpu_bench.sh);
-#   4. one report of every row: python -m reports render.
+#   4. the drift between runs: the quick tier N times, then `python -m reports spread`, which
+#      says how many baseline and current runs a gate at the device's threshold needs;
+#   5. one report of every row: python -m reports render.
 # Python: $PYTHON, else the .venv that `bash run.sh` builds (with TensorFlow's CUDA extra where
 # a driver answers), else python3.
 set -u -o pipefail
-usage() { echo "usage: bash scripts/gpu_checks.sh OUTDIR [--data PATH] [--framework tf|torch]... [--budget S] [--device gpu|cpu]" >&2; exit 2; }
+usage() { echo "usage: bash scripts/gpu_checks.sh OUTDIR [--data PATH] [--framework tf|torch]... [--budget S] [--device gpu|cpu] [--spread-runs N]" >&2; exit 2; }
 
 [ $# -ge 1 ] || usage
 case "$1" in -*) usage ;; esac
@@ -33,6 +37,7 @@ OUT=$1; shift
 DATA=${TWINBENCH_DATA:-}
 DEVICE=gpu
 BUDGET_S=900
+SPREAD_RUNS=5
 FRAMEWORKS=()
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -40,6 +45,7 @@ while [ $# -gt 0 ]; do
     --framework) [ $# -ge 2 ] || usage; FRAMEWORKS+=(--framework "$2"); shift 2 ;;
     --budget) [ $# -ge 2 ] && [[ $2 =~ ^[0-9]+$ ]] || usage; BUDGET_S=$2; shift 2 ;;
     --device) [ $# -ge 2 ] && [[ $2 =~ ^(gpu|cpu)$ ]] || usage; DEVICE=$2; shift 2 ;;
+    --spread-runs) [ $# -ge 2 ] && [[ $2 =~ ^[0-9]+$ ]] || usage; SPREAD_RUNS=$2; shift 2 ;;
     *) echo "gpu_checks.sh: unknown argument '$1'" >&2; usage ;;
   esac
 done
@@ -87,6 +93,15 @@ step recipes "$PYTHON" scripts/gpu_recipes.py --device "$DEVICE" --results "$OUT
 
 step throughput bash scripts/gpu_bench.sh "$OUT/bench" --device "$DEVICE" --budget "$BUDGET_S" \
   ${FRAMEWORKS[@]+"${FRAMEWORKS[@]}"}
+
+for k in $(seq 1 "$SPREAD_RUNS"); do
+  step "spread run $k/$SPREAD_RUNS" "$PYTHON" -m pytest -m benchmark --quick --device "$DEVICE" \
+    ${FRAMEWORKS[@]+"${FRAMEWORKS[@]}"} -p no:cacheprovider -q suites/test_throughput.py \
+    "--results=$OUT/spread/run-$k"
+done
+if [ "$SPREAD_RUNS" -ge 2 ]; then
+  step spread "$PYTHON" -m reports spread "$OUT/spread"
+fi
 
 rows=()
 for d in recipes bench/results; do [ -d "$OUT/$d" ] && rows+=("$OUT/$d"); done

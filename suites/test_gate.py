@@ -10,6 +10,7 @@ import itertools
 import json
 import math
 import random
+import statistics
 
 import numpy as np
 import pytest
@@ -389,3 +390,33 @@ def test_calibration_script_dry_run_lists_the_runs_it_would_make(tmp_path, capsy
     assert out.startswith("6 quick run(s) to go")
     assert out.count("--results=") == 6 and out.count("[slowed]") == 2
     assert "-m benchmark --quick --device cpu" in out
+
+
+# --------------------------------------------------------------------------------------
+# `python -m reports spread`: the drift between runs, measured, and the runs a gate needs
+# --------------------------------------------------------------------------------------
+
+def test_spread_recovers_the_drift_between_runs_and_the_runs_it_takes(tmp_path, capsys):
+    """20 runs with a known lognormal drift: the measured between-run spread lands near it
+    (20 runs: about +-16% relative, 2 sigma), and a larger drift needs more current runs."""
+    from reports.spread import current_runs_needed, spread_tables
+    from twinbench.results import read_rows
+    machine = fake_machine()
+    calm = write_runs(tmp_path / "calm", machine, 3, runs=20, drift=0.02)
+    (title, table), = spread_tables(read_rows([calm]))
+    assert f"{len(GATE_CONFIGS)} configurations" in title
+    spreads = [float(line[6].rstrip("%")) / 100 for line in table.rows]
+    assert 0.013 < statistics.median(spreads) < 0.027, spreads
+    assert current_runs_needed(0.01, 0.05, 8, 10) <= current_runs_needed(0.03, 0.05, 8, 10) \
+        or current_runs_needed(0.03, 0.05, 8, 10) is None
+    # no drift: the rank test's best p-value decides, 1/C(12, 2) = 0.015 is above Holm's
+    # first level 0.05/8, 1/C(13, 3) = 0.0035 below it
+    assert current_runs_needed(0.001, 0.05, 8, 10) == 3
+    code, out, _ = run_cli(capsys, "spread", calm)
+    assert code == EXIT_PASS and "between runs" in out
+
+
+def test_spread_needs_two_runs(tmp_path, capsys):
+    one = write_runs(tmp_path / "one", fake_machine(), 4, runs=1)
+    code, _, err = run_cli(capsys, "spread", one)
+    assert code == EXIT_INPUT_ERROR and "two or more runs" in err
