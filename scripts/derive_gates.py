@@ -62,8 +62,10 @@ def derive(groups) -> dict:
         recipes = {}
         for (_, recipe, _), gate in gates.items():
             recipes[recipe] = min(recipes.get(recipe, 1.0), gate.threshold)
+        # A framework with fewer seeds does not set the gate; its seeds are shown against it.
+        short = {k: v for k, v in mine.items() if k not in measured and k[1] in recipes}
         out[source] = {"pooled": pooled, "df": df, "prior": round(prior, 4), "gates": gates,
-                       "recipes": recipes}
+                       "recipes": recipes, "short": short}
     return out
 
 
@@ -95,6 +97,14 @@ def main(argv: list[str] | None = None) -> int:
                                        + " / ".join(f"{100 * d:g}" for d in DROPS) + " points"],
                        tablefmt="github",
                        disable_numparse=True))
+        for (_, recipe, fw), seeds in sorted(d["short"].items()):
+            values = ", ".join(f"{100 * a:.2f}" for _, a in sorted(seeds.items()))
+            below = [s for s, a in seeds.items() if a < d["recipes"][recipe]]
+            print(f"{recipe} in {fw}: {len(seeds)} seed(s), fewer than "
+                  f"{thresholds.MIN_SEEDS_FOR_GATE}: not used for the gate; seeds "
+                  f"{sorted(seeds)}: {values}% "
+                  f"({'all above' if not below else f'seeds {sorted(below)} below'} the "
+                  f"recipe's derived {100 * d['recipes'][recipe]:.1f}%)")
         if abs(d["prior"] - thresholds.prior_seed_std(source)) > 1e-9:
             disagree.append(f"{source}: prior {thresholds.prior_seed_std(source)} in the table, "
                             f"{d['prior']} derived")
