@@ -69,10 +69,12 @@ def pytest_generate_tests(metafunc):
 # The benchmark tier
 # --------------------------------------------------------------------------------------
 @pytest.mark.benchmark
-def test_throughput(case, benchmark, results, ceilings, protocol, progress, record_property):
+def test_throughput(case, request, results, ceilings, protocol, progress, record_property):
     if case.framework in ARMS:
-        return _arm_throughput(case, benchmark, results, ceilings, protocol, progress,
+        return _arm_throughput(case, request, results, ceilings, protocol, progress,
                                record_property)
+    # Requested here, not for an arm: pytest-benchmark warns about a fixture it did not time.
+    benchmark = request.getfixturevalue("benchmark")
     framework = adapter(case.framework, case.device)   # a skip, with the reason, if impossible
     if benchmark.disabled:
         # --benchmark-disable (or xdist, under which pytest-benchmark disables itself): run
@@ -100,14 +102,16 @@ def test_throughput(case, benchmark, results, ceilings, protocol, progress, reco
         assert row["status"] == "ok" and len(row["images_per_s"]) == protocol.rounds
 
 
-def _arm_throughput(case, benchmark, results, ceilings, protocol, progress, record_property):
+def _arm_throughput(case, request, results, ceilings, protocol, progress, record_property):
     """A Keras-backend arm's configuration (--arm): the same protocol and row schema, timed
     inside the arm's worker (bench.run_arm_case), so pytest-benchmark records nothing."""
     arm = adapter(case.framework, case.device, models.get(case.arch))   # a skip, with the reason
-    benchmark.skipped = True   # the worker times the rounds; keeps pytest-benchmark from warning
-    if benchmark.disabled:
-        pytest.skip("pytest-benchmark is disabled (--benchmark-disable, or pytest-xdist -n): "
-                    "parallel workers would share the cores the arm is timed on; measured nothing")
+    config = request.config
+    if hasattr(config, "workerinput") or config.getoption("benchmark_disable", False):
+        # As the frameworks' cases under --benchmark-disable or pytest-xdist: parallel workers
+        # would share the cores the arm is timed on.
+        pytest.skip("benchmarks are disabled (--benchmark-disable, or pytest-xdist -n): "
+                    "measured nothing, wrote no row")
     row = bench.run_arm_case(case, arm, protocol=protocol, ceiling=ceilings.get(case.device),
                              write=results.write)
     progress(bench.describe(row))
