@@ -56,8 +56,8 @@ def pytest_addoption(parser):
     group.addoption("--arm", action="append", choices=tuple(ARMS),
                     help="accuracy, matrix, benchmark: also run the Keras twins on this Keras 3 "
                          "backend, in a worker process (repeatable; default: none, since each arm "
-                         "adds about one more framework's training time to a tier; "
-                         "docs/methodology.md#keras-backends)")
+                         "adds a training run per recipe and seed, slower than TensorFlow's on a "
+                         "CPU: docs/methodology.md#keras-backends)")
     group.addoption("--arch", action="append", choices=tuple(models.ARCHITECTURES),
                     help="architecture(s) to run (default: every registered twin)")
     group.addoption("--recipe", action="append", choices=tuple(RECIPES),
