@@ -18,6 +18,7 @@ import pytest  # noqa: E402
 
 import models  # noqa: E402
 from twinbench.frameworks import DEVICES  # noqa: E402
+from twinbench.frameworks.keras_backends import ARMS  # noqa: E402  (imports no framework)
 from twinbench.imports import FRAMEWORKS  # noqa: E402
 from twinbench.recipes import RECIPES  # noqa: E402
 
@@ -52,6 +53,11 @@ def pytest_addoption(parser):
     group.addoption("--device", action="append", choices=DEVICES,
                     help="device(s) to run on; repeat for several (default: cpu and gpu, the gpu "
                          "tests skipping with the reason where no GPU is visible)")
+    group.addoption("--arm", action="append", choices=tuple(ARMS),
+                    help="accuracy, matrix, benchmark: also run the Keras twins on this Keras 3 "
+                         "backend, in a worker process (repeatable; default: none, since each arm "
+                         "adds a training run per recipe and seed, slower than TensorFlow's on a "
+                         "CPU: docs/methodology.md#keras-backends)")
     group.addoption("--arch", action="append", choices=tuple(models.ARCHITECTURES),
                     help="architecture(s) to run (default: every registered twin)")
     group.addoption("--recipe", action="append", choices=tuple(RECIPES),

@@ -10,6 +10,7 @@ import re
 import statistics
 from pathlib import Path
 
+from reports import runtime_api
 from reports.attribution import attribution_sentences
 from reports.load import by_machine, current_gate, machine_labels, measurements, time_to_gate
 from reports.tables import DASH, Table, fmt_percent, fmt_seconds
@@ -84,6 +85,17 @@ def readme_block(rows: list[dict], source: str) -> str:
         if table is not None:
             parts += [f"**{title}**", "", table.markdown(), ""]
     parts += [f"{sentence}\n" for sentence in attribution_sentences(rows, labels)]
+    # The runtime-vs-API split, once keras-torch rows are committed (--arm keras-torch); until
+    # then the README leaves it out rather than print a table of "not measured".
+    if runtime_api.has_arm_rows(rows):
+        parts += ["**Runtime or API? The TF/torch gap split with Keras on torch**", ""]
+        for part in runtime_api.parts(rows, labels, per_machine):
+            if isinstance(part, Table):
+                parts += [part.markdown(), ""]
+            elif part[0] == "h3":
+                parts += [f"*{part[1]}*", ""]
+            else:
+                parts += [part[1], ""]
     ceilings = ceiling_lines(rows, labels)
     if ceilings:
         parts += ["Measured in the same sessions:", "", *ceilings, ""]

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from reports import attribution, html, plots, verdict
+from reports import attribution, html, plots, runtime_api, verdict
 from reports.load import accuracy_rows, by_machine, machine_labels, measurements
 from reports.tables import (Table, accuracy_table, machines_table, summary_table,
                             throughput_groups)
@@ -61,6 +61,9 @@ def render(rows: list[dict], out_dir, *, skipped: int = 0) -> Rendered:
     if sentences:
         sections.append(("Recipe or framework? (the matrix: same weights, same data order)",
                          [("p", s) for s in sentences]))
+    split = runtime_api.parts(rows, labels, per_machine)
+    if split:
+        sections.append(("Runtime or API? (Keras on TensorFlow, Keras on torch, torch)", split))
     if pngs:
         sections.append(("Plots", [("img", p.name) for p in pngs]))
     sections.append(("Machines", [machines_table(groups, labels)]))

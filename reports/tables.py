@@ -56,6 +56,9 @@ MODE_LABELS = {
     ("tf", "tf_function"): _TF_FUNCTION, ("tf", "xla"): _TF_FUNCTION + " + XLA",
     ("torch", "eager"): "eager", ("torch", "compiled"): "torch.compile",
     ("torch", "cuda_graph"): "CUDA graph",
+    # The Keras-backend arms (--arm): Keras's jit_compile False / True on that backend.
+    ("keras-torch", "eager"): "eager", ("keras-torch", "compiled"): "jit_compile (torch.compile)",
+    ("keras-jax", "eager"): "eager", ("keras-jax", "compiled"): "jit_compile (jax.jit)",
 }
 
 

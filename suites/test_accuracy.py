@@ -2,8 +2,12 @@
 twins' own recipes, gated.
 
 keras_cnn_adam runs in TensorFlow and lenet_sgd in torch, as published; resnet8_short, which
-reproduces no program, in both (Recipe.gated_in). Each trains on the full 50,000 training
-images and is judged, as the reference programs are, on its final-epoch test accuracy.
+reproduces no program, in both (Recipe.gated_in). With --arm, every recipe gated in
+TensorFlow also runs on that Keras backend (ids like keras-torch-keras_cnn_adam-cpu-seed0),
+gated with the same threshold: the same Keras program, proven the same function by
+suites/test_keras_backends.py (docs/methodology.md#keras-backends). Each trains on the full
+50,000 training images and is judged, as the reference programs are, on its final-epoch test
+accuracy.
 Thresholds come from one table keyed by the data source (twinbench/thresholds.py). A recipe
 with no threshold for the data source still trains and writes its row (the measurement a
 threshold is derived from), then fails, naming what is missing.
@@ -18,6 +22,7 @@ from __future__ import annotations
 
 import pytest
 
+import models
 from fixtures import cells
 from fixtures.frameworks import adapter
 from twinbench import thresholds
@@ -29,8 +34,9 @@ pytestmark = pytest.mark.accuracy
 
 def test_reference_recipe_reaches_threshold(accuracy_run, load_split, data_source, results,
                                             progress, record_property):
-    framework = adapter(accuracy_run.framework, accuracy_run.device)
     recipe = RECIPES[accuracy_run.recipe]
+    # A Keras-backend arm (--arm) skips here, with the reason, where it cannot run.
+    framework = adapter(accuracy_run.framework, accuracy_run.device, models.get(recipe.arch))
     try:
         gate, missing = thresholds.threshold(data_source.name, recipe.name), None
     except thresholds.NoThreshold as exc:

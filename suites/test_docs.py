@@ -15,7 +15,7 @@ SAMPLE = "reports/samples/cpu-box"
 # The sections other files point at (docs/methodology.md#<anchor>).
 ANCHORS = ("import-order", "tolerances", "parity", "accuracy-gates", "seed-spread", "matrix",
            "throughput-protocol", "cpu-hosts", "gpu", "reference-programs", "data",
-           "regression-gate", "resnet8", "scale-out")
+           "regression-gate", "resnet8", "scale-out", "keras-backends")
 
 
 def test_readme_tables_match_the_committed_rows():

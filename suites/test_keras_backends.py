@@ -22,7 +22,9 @@ from test_optimizer_steps import (CHECKPOINTS, OPTIMIZERS, STEPS, batches, check
                                   check_weights, recipe_for, run)
 from test_parity import BATCH, batch
 
+import models
 from fixtures.frameworks import adapter
+from twinbench import bench
 from twinbench.agreement import compare, report
 from twinbench.frameworks import keras_backends
 from twinbench.frameworks.keras_backends import ARMS, KerasBackendFramework
@@ -146,6 +148,76 @@ def test_loss_trajectory_matches_tensorflow(tensorflow, arm, device, arch, optim
                           record_property)
 
 
+def test_set_learning_rate_changes_the_step_as_in_tensorflow(tensorflow, arm, device, arch):
+    """A recipe's schedule (Recipe.lr_decay, train.py) through set_learning_rate: one step at
+    the recipe's lr (the step is traced and compiled there), then the lr cut tenfold for a
+    second step, on each side. Plain SGD (no momentum), so each step is -lr x gradient: the
+    arm's weights agree with TensorFlow's, and differ from TensorFlow's two steps at the
+    unchanged lr (so a set_learning_rate that did nothing, or a compiled step that kept the
+    old lr as a constant, fails)."""
+    recipe = replace(recipe_for(arch, "sgd"), momentum=0.0)
+    data = batches(recipe)[:2]
+    low = recipe.lr / 10
+    tf_model, arm_model = shared_weights(tensorflow, arm, arch)
+    initial = {k: v.copy() for k, v in tensorflow.get_weights(tf_model).items()}
+    after = {}
+    for side, fw, model, lrs in (("tf", tensorflow, tf_model, (recipe.lr, low)),
+                                 ("arm", arm, arm_model, (recipe.lr, low)),
+                                 ("tf unchanged", tensorflow, None, (recipe.lr, recipe.lr))):
+        if model is None:
+            model = tensorflow.build(arch, seed=0)
+            tensorflow.set_weights(model, initial)
+        optimizer = fw.make_optimizer(model, recipe)
+        for (images, labels), lr in zip(data, lrs):
+            if lr != recipe.lr:
+                fw.set_learning_rate(model, optimizer, lr)
+            fw.train_step(model, optimizer, images, labels)
+        after[side] = fw.get_weights(model)
+    check_weights(device, recipe, initial, 2, after["arm"], after["tf"],
+                  what=f"{arch.name}: weights after a step at lr {recipe.lr:g} and one at "
+                       f"{low:g}, {arm.name} vs tf")
+    with pytest.raises(AssertionError, match="max abs error"):
+        check_weights(device, recipe, initial, 2, after["arm"], after["tf unchanged"],
+                      what=f"{arm.name} with its lr cut against tf at the unchanged lr")
+
+
+def test_a_decaying_augmented_recipe_trains_on_an_arm(arm, arch, monkeypatch):
+    """train.py's loop on an arm with a recipe that has an lr schedule and augmentation (as
+    resnet8_short does): each epoch's lr reaches the worker, and every dataset the run sent
+    (the test split, and the train split once per epoch) and its model are released there."""
+    from types import SimpleNamespace
+
+    from twinbench import train
+    recipe = replace(next(r for r in RECIPES.values() if r.arch == arch.name), epochs=2,
+                     lr_decay=0.5, augment="shift_flip")
+    rng = np.random.default_rng(0)
+    split = lambda n: SimpleNamespace(images=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),  # noqa: E731
+                                      labels=rng.integers(0, 10, n))
+    calls = {"lr": [], "data": [], "released": []}
+    real = type(arm)
+    monkeypatch.setattr(arm, "set_learning_rate", lambda model, optimizer, lr: (
+        calls["lr"].append(lr), real.set_learning_rate(arm, model, optimizer, lr)))
+    monkeypatch.setattr(arm, "prepare_data", lambda model, images, labels: (
+        calls["data"].append(real.prepare_data(arm, model, images, labels)) or calls["data"][-1]))
+
+    def release(model=None, optimizer=None, data=()):
+        calls["released"] += list(data) + ([model] if model is not None else [])
+        real.release(arm, model, optimizer, data)
+    monkeypatch.setattr(arm, "release", release)
+    run = train.train(arm, recipe, split(64), split(16), seed=3)
+    assert len(run.epochs) == 2 and run.backend["keras_backend"] == arm.backend
+    assert calls["lr"] == [recipe.lr, recipe.lr * 0.5]
+    assert len(calls["data"]) == 2 + recipe.epochs   # train, test, then one per epoch
+    assert sorted(d for d in calls["released"] if isinstance(d, int)) == sorted(calls["data"])
+    fresh = arm.build(arch)
+    try:
+        for handle in calls["data"]:
+            with pytest.raises(keras_backends.WorkerError, match=f"no dataset {handle} "):
+                arm.evaluate(fresh, handle, batch_size=8)
+    finally:
+        arm.release(fresh)
+
+
 # -- whole epochs and step timing (the accuracy and throughput tiers' calls) ----------------------
 EPOCH_IMAGES = 64    # four batches of 16: a short epoch, enough to cross batch boundaries
 
@@ -208,6 +280,61 @@ def test_step_timing_runs_in_each_mode(arm, arch, mode):
     assert times.compiled == (mode == "compiled"), f"Keras ran the {mode} mode with jit_compile={times.compiled}"
     assert len(times.seconds) == 2 and np.all(np.isfinite(times.seconds)), times.seconds
     assert np.all(times.seconds > 0), times.seconds
+
+
+def test_throughput_row_of_an_arm(arm, results, tmp_path, monkeypatch):
+    """The benchmark tier's call for an arm (bench.run_arm_case, the same protocol, timed in
+    the worker): a row of the throughput schema that says which backend and mode ran, with
+    one figure per timed round; the worker lets the case's model go afterwards."""
+    from twinbench.results import read_rows, write_row
+    tiny = bench.Protocol(rounds=3, warmup_rounds=1, round_s=0.005)
+    released = []
+
+    def release(model=None, optimizer=None, data=()):
+        released.append(model)
+        type(arm).release(arm, model, optimizer, data)
+    monkeypatch.setattr(arm, "release", release)
+    for phase in ("train", "infer"):
+        case = bench.Case(arm.name, arm.device, "lenet", arm.mode, phase, 8)
+        bench.run_arm_case(case, arm, protocol=tiny,
+                           write=lambda row: write_row(tmp_path, {**results.common(), **row}))
+    rows = {r["phase"]: r for r in read_rows(tmp_path)}   # validated against the schema
+    assert set(rows) == {"train", "infer"}
+    for row in rows.values():
+        assert row["status"] == "ok", row["error"]
+        assert row["keras_backend"] == arm.backend and row["mode"] == arm.mode
+        assert len(row["images_per_s"]) == tiny.rounds and row["compile_s"] > 0
+        assert row["protocol"]["timer"] == bench.ARM_TIMER
+    assert len(released) == 2
+    for model in released:   # gone from the worker (numbers are never reused)
+        with pytest.raises(keras_backends.WorkerError, match=f"no model {model.net} "):
+            arm.get_weights(model)
+
+
+def test_arm_rows_name_their_backend_and_mode(arm, results):
+    """The schema refuses an arm's throughput row with another backend or a TF/torch mode."""
+    from twinbench.results import row_problems
+    case = bench.Case(arm.name, "cpu", "lenet", "eager", "train", 8)
+    row = {**results.common(), "kind": "throughput", "framework": arm.name, "arch": "lenet",
+           "device": "cpu", "mode": "eager", "phase": "train", "batch_size": 8, "status": "ok",
+           "error": None, "compile_s": 0.1, "threads": 2, "precision": {},
+           "keras_backend": arm.backend,
+           **bench.throughput_fields(case, models.get("lenet"), [100.0], None)}
+    assert row_problems(row) == []
+    other = "jax" if arm.backend == "torch" else "torch"
+    assert any("needs 'keras_backend'" in p for p in row_problems({**row, "keras_backend": other}))
+    assert any("has no mode 'xla'" in p for p in row_problems({**row, "mode": "xla"}))
+
+
+def test_out_of_memory_in_the_worker_is_an_oom(arm):
+    """An OOM inside the worker reaches the client as a WorkerError naming the backend's
+    exception: the benchmark records it as an "oom" row, as for the other frameworks."""
+    oom = keras_backends.WorkerError("keras-torch worker, request 'time_steps': "
+                                     "OutOfMemoryError: CUDA out of memory. Tried to allocate")
+    xla = keras_backends.WorkerError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate")
+    assert arm.is_oom(oom) and arm.is_oom(xla)
+    assert not arm.is_oom(keras_backends.WorkerError("ValueError: shapes do not match"))
+    assert not arm.is_oom(MemoryError("host"))
 
 
 # -- the checks can fail ------------------------------------------------------------------------
@@ -319,3 +446,17 @@ def test_missing_backend_skips_with_the_reason(monkeypatch):
         "keras-jax: jaxlib not installed in this environment (pip install -r requirements/jax.txt)")
     with pytest.raises(ValueError, match="unknown arm 'keras-mxnet'"):
         keras_backends.unavailable_reason("keras-mxnet")
+
+
+def test_an_arm_that_cannot_run_skips_its_tier_items_with_the_reason(monkeypatch):
+    """The accuracy, matrix and benchmark items get an arm through fixtures.frameworks.adapter:
+    a backend that is not installed, or an architecture the workers do not support yet, is a
+    skip with the reason (and starts no worker)."""
+    real = keras_backends.importlib.util.find_spec
+    monkeypatch.setattr(keras_backends.importlib.util, "find_spec",
+                        lambda name, *a: None if name == "jaxlib" else real(name, *a))
+    monkeypatch.setattr(keras_backends, "BackendWorker", None)   # starting one would fail loudly
+    with pytest.raises(pytest.skip.Exception, match="keras-jax: jaxlib not installed"):
+        adapter("keras-jax", "cpu", models.get("lenet"))
+    with pytest.raises(pytest.skip.Exception, match="keras-torch: resnet8 has BatchNorm"):
+        adapter("keras-torch", "cpu", models.get("resnet8"))

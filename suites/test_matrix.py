@@ -10,6 +10,12 @@ between the frameworks over the paired seeds stays within what reseeding alone p
 (twinbench/thresholds.py: matrix_gap_bound and its derivation). It is decided once every run
 of the cell has its row, at the end of the session (fixtures/cells.py), which also checks that
 both twins of a seed started from the same weights and names any run without a row.
+
+With --arm, each Keras-backend arm trains every cell too, from the same Keras initial weights
+and data order (ids like keras_cnn-keras_cnn_adam-keras-torch-cpu-seed0). Its runs are a cell
+of their own (twinbench/cells.py: every seed has a row, from TensorFlow's weights); the
+TensorFlow-vs-torch verdict is unchanged, and the report splits its gap into runtime and API
+with them (reports/runtime_api.py, docs/methodology.md#keras-backends).
 """
 from __future__ import annotations
 
@@ -29,8 +35,9 @@ pytestmark = [pytest.mark.matrix, pytest.mark.slow]
 def test_frameworks_reach_the_same_accuracy(matrix_run, load_split, data_source, results,
                                             progress, record_property):
     arch = models.get(matrix_run.arch)
+    # A Keras-backend arm (--arm) skips here, with the reason, where it cannot run.
+    framework = adapter(matrix_run.framework, matrix_run.device, arch)
     keras = adapter("tf", matrix_run.device)
-    framework = adapter(matrix_run.framework, matrix_run.device)
     recipe = dataclasses.replace(RECIPES[matrix_run.recipe], arch=arch.name)
     train_set, test_set = load_split("trainval"), load_split("test")
     # Keras's initializer makes the starting point; both twins' items start from a copy of it

@@ -10,6 +10,7 @@ import pytest
 import models
 from twinbench import recipes
 from twinbench.frameworks import DEVICES
+from twinbench.frameworks.keras_backends import ARMS
 from twinbench.frameworks.modes import MODES, PHASES, default_mode, modes_for, register_mode
 from twinbench.imports import FRAMEWORKS
 from twinbench.results import RENAMED_MODES, read_row, row_problems
@@ -29,7 +30,7 @@ class _OptionGroup:
 
 
 def test_options_offer_what_is_registered():
-    """conftest's --arch, --recipe, --framework and --device choices are the registries."""
+    """conftest's --arch, --recipe, --framework, --device and --arm choices are the registries."""
     import conftest
     group = _OptionGroup()
     conftest.pytest_addoption(group)
@@ -38,6 +39,7 @@ def test_options_offer_what_is_registered():
     assert choices["--recipe"] == tuple(recipes.RECIPES)
     assert choices["--framework"] == FRAMEWORKS
     assert choices["--device"] == DEVICES
+    assert choices["--arm"] == tuple(ARMS)
 
 
 def test_every_architecture_has_a_recipe_and_every_recipe_an_architecture():

@@ -29,6 +29,7 @@ from fixtures.frameworks import adapter
 from fixtures.session import settings
 from reports import stats
 from twinbench import bench, recipes
+from twinbench.frameworks.keras_backends import ARMS
 from twinbench.frameworks.modes import modes_for
 from twinbench.results import read_rows, write_row
 
@@ -58,7 +59,7 @@ def pytest_generate_tests(metafunc):
         return
     s = settings(metafunc.config)
     cases = bench.cases(s.frameworks, s.devices, s.arches, quick=s.quick,
-                        batch_size_override=s.batch_sizes)
+                        batch_size_override=s.batch_sizes, arms=s.arms)
     metafunc.parametrize("case", [
         pytest.param(c, id=c.id, marks=[pytest.mark.gpu] if c.device == "gpu" else [])
         for c in cases])
@@ -68,7 +69,12 @@ def pytest_generate_tests(metafunc):
 # The benchmark tier
 # --------------------------------------------------------------------------------------
 @pytest.mark.benchmark
-def test_throughput(case, benchmark, results, ceilings, protocol, progress, record_property):
+def test_throughput(case, request, results, ceilings, protocol, progress, record_property):
+    if case.framework in ARMS:
+        return _arm_throughput(case, request, results, ceilings, protocol, progress,
+                               record_property)
+    # Requested here, not for an arm: pytest-benchmark warns about a fixture it did not time.
+    benchmark = request.getfixturevalue("benchmark")
     framework = adapter(case.framework, case.device)   # a skip, with the reason, if impossible
     if benchmark.disabled:
         # --benchmark-disable (or xdist, under which pytest-benchmark disables itself): run
@@ -90,6 +96,28 @@ def test_throughput(case, benchmark, results, ceilings, protocol, progress, reco
                                 compile_s=row["compile_s"])
     if row["status"] == "oom":
         benchmark.skipped = True   # no stats to show; keeps pytest-benchmark from warning "unused"
+        warnings.warn(BenchmarkOOMWarning(
+            f"{case.id}: out of memory, recorded as an 'oom' row ({row['error']})"))
+    else:
+        assert row["status"] == "ok" and len(row["images_per_s"]) == protocol.rounds
+
+
+def _arm_throughput(case, request, results, ceilings, protocol, progress, record_property):
+    """A Keras-backend arm's configuration (--arm): the same protocol and row schema, timed
+    inside the arm's worker (bench.run_arm_case), so pytest-benchmark records nothing."""
+    arm = adapter(case.framework, case.device, models.get(case.arch))   # a skip, with the reason
+    config = request.config
+    if hasattr(config, "workerinput") or config.getoption("benchmark_disable", False):
+        # As the frameworks' cases under --benchmark-disable or pytest-xdist: parallel workers
+        # would share the cores the arm is timed on.
+        pytest.skip("benchmarks are disabled (--benchmark-disable, or pytest-xdist -n): "
+                    "measured nothing, wrote no row")
+    row = bench.run_arm_case(case, arm, protocol=protocol, ceiling=ceilings.get(case.device),
+                             write=results.write)
+    progress(bench.describe(row))
+    for key in ("median_images_per_s", "compile_s", "fraction_of_ceiling", "status"):
+        record_property(key, row[key])
+    if row["status"] == "oom":
         warnings.warn(BenchmarkOOMWarning(
             f"{case.id}: out of memory, recorded as an 'oom' row ({row['error']})"))
     else:
@@ -311,6 +339,20 @@ def test_configurations_follow_device_and_quick():
     override = bench.cases(("torch",), ("cpu",), ("lenet",), quick=True,
                            batch_size_override=(4, 4, 64))
     assert [c.batch_size for c in override if c.phase == "train"] == [4, 64]
+
+
+def test_arm_configurations_follow_the_frameworks():
+    """--arm adds each arm's modes right after the frameworks' in every (device, arch, phase,
+    batch): both modes in full, the backend's default (Keras's own choice) under quick."""
+    quick = bench.cases(("tf", "torch"), ("cpu",), ("keras_cnn",), quick=True,
+                        arms=("keras-torch", "keras-jax"))
+    assert [(c.framework, c.mode) for c in quick if c.phase == "train"] == [
+        ("tf", "graph"), ("torch", "eager"), ("keras-torch", "eager"), ("keras-jax", "compiled")]
+    full = bench.cases(("torch",), ("cpu",), ("lenet",), quick=False, arms=("keras-torch",))
+    assert [c.mode for c in full if c.framework == "keras-torch" and c.phase == "infer"
+            and c.batch_size == 32] == ["eager", "compiled"]
+    assert bench.cases(("tf",), ("cpu",), ("lenet",), quick=True, arms=()) == bench.cases(
+        ("tf",), ("cpu",), ("lenet",), quick=True)
 
 
 def test_a_mode_that_does_not_exist_here_is_refused_by_name(framework):

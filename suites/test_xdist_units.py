@@ -13,8 +13,8 @@ import pytest
 from fixtures.shards import parse_shard, shard_of
 from fixtures.workers import benchmark_selected
 from twinbench import workers
-from twinbench.cells import (ACCURACY, FAIL, INCOMPLETE, MATRIX, PASS, SKIPPED, RunSpec, decide,
-                             expected_from_rows, read_verdicts, write_verdicts)
+from twinbench.cells import (ACCURACY, ARM_MATRIX, FAIL, INCOMPLETE, MATRIX, PASS, SKIPPED,
+                             RunSpec, decide, expected_from_rows, read_verdicts, write_verdicts)
 from twinbench.results import dedupe_rows
 from twinbench.train import Epoch, Run
 
@@ -153,6 +153,72 @@ def test_the_matrix_pairs_seeds_and_checks_the_shared_start():
     [verdict] = decide(expected, apart)
     assert verdict.status == INCOMPLETE
     assert "seed 1: tf and torch started from different weights" in verdict.problems[0]
+
+
+def test_an_arm_beside_the_matrix_is_a_cell_of_its_own():
+    """--arm: the arm's matrix runs check their start against TensorFlow's, seed by seed; the
+    TensorFlow-vs-torch verdict is decided as without them; an arm that skipped everywhere
+    (not installed) leaves the matrix cell decided and its own cell skipped."""
+    pair = [row(MATRIX, fw, s, 0.61) for fw in ("tf", "torch") for s in range(3)]
+    arm = [row(MATRIX, "keras-torch", s, 0.60) for s in range(3)]
+    expected = specs(MATRIX, ["tf", "torch", "keras-torch"], range(3))
+
+    def decide_both(rows, **kw):   # (the matrix cell's verdict, the arm's)
+        verdicts = {v.cell[0]: v for v in decide(expected, rows, **kw)}
+        assert len(verdicts) == 2
+        return verdicts[MATRIX], verdicts[ARM_MATRIX]
+    matrix, beside = decide_both(pair + arm)
+    assert matrix.cell == (MATRIX, "lenet", "lenet_sgd", "cpu")
+    assert matrix.status == PASS and matrix.figures["n_pairs"] == 3, matrix.text
+    assert matrix.figures == decide(specs(MATRIX, ["tf", "torch"], range(3)), pair)[0].figures
+    assert beside.cell == (ARM_MATRIX, "keras-torch", "lenet", "lenet_sgd", "cpu")
+    assert beside.status == PASS and "3 run(s) from TensorFlow's initial weights" in beside.text
+    assert beside.label == "keras-torch beside matrix lenet/lenet_sgd on cpu"
+    apart = arm[:2] + [row(MATRIX, "keras-torch", 2, 0.60, weights="other")]
+    _, beside = decide_both(pair + apart)
+    assert beside.status == INCOMPLETE
+    assert "seed 2: keras-torch and tf started from different weights" in beside.problems[0]
+    _, beside = decide_both(pair + arm[:2])
+    assert beside.status == INCOMPLETE
+    assert beside.problems == ["seed 2 of keras-torch beside matrix lenet/lenet_sgd on cpu has no row: "
+                               "the run failed or was interrupted"]
+    arm_specs = [s for s in expected if s.framework == "keras-torch"]
+    matrix, beside = decide_both(
+        pair, skipped={s: "skipped: keras-torch: keras not installed" for s in arm_specs})
+    assert matrix.status == PASS and beside.status == SKIPPED
+    gathered = expected_from_rows(pair + arm[:1], seeds=3)
+    assert sorted(gathered) == sorted(expected)
+
+
+def test_arms_add_runs_only_when_selected():
+    """Without --arm the tiers' runs are what they were; each --arm adds its accuracy runs of
+    the recipes gated in TensorFlow (keras_cnn_adam, not the torch program lenet_sgd) and its
+    matrix runs of every cell, same seeds; no matrix (one framework selected), no arm runs."""
+    from fixtures.cells import accuracy_runs, matrix_runs
+    s = SimpleNamespace(frameworks=("tf", "torch"), arms=(), devices=("cpu",), seeds=2,
+                        arches=("keras_cnn", "lenet"), matrix_recipes=("keras_cnn_adam", "lenet_sgd"))
+    plain_accuracy, plain_matrix = accuracy_runs(s)[0], matrix_runs(s)[0]
+    assert {r.framework for r in plain_accuracy + plain_matrix} == {"tf", "torch"}
+    s.arms = ("keras-torch", "keras-jax")
+    accuracy, matrix = accuracy_runs(s)[0], matrix_runs(s)[0]
+    assert [r for r in accuracy if r.framework in ("tf", "torch")] == plain_accuracy
+    assert sorted((r.framework, r.recipe, r.seed) for r in accuracy if r.framework in s.arms) == [
+        (arm, "keras_cnn_adam", seed) for arm in ("keras-jax", "keras-torch") for seed in (0, 1)]
+    assert [r for r in matrix if r.framework in ("tf", "torch")] == plain_matrix
+    assert len([r for r in matrix if r.framework in s.arms]) == 2 * 2 * 2 * 2   # arms x cells x seeds
+    s.frameworks = ("torch",)
+    assert matrix_runs(s)[0] == []
+
+
+def test_an_arm_is_gated_like_the_tensorflow_twin():
+    """The accuracy tier's arm runs form their own cell, gated by the recipe's threshold."""
+    rows = [row(ACCURACY, "keras-jax", s, a, arch="keras_cnn", recipe="keras_cnn_adam")
+            for s, a in enumerate((0.66, 0.65, 0.67))]
+    expected = [RunSpec(ACCURACY, "keras-jax", "keras_cnn", "keras_cnn_adam", "cpu", s)
+                for s in range(3)]
+    [verdict] = decide(expected, rows)
+    assert verdict.cell[1] == "keras-jax" and verdict.status == PASS, verdict.text
+    assert "threshold 63%" in verdict.text
 
 
 def test_gathered_rows_are_deduplicated_and_expected_per_cell(tmp_path):

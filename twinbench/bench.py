@@ -108,12 +108,21 @@ def batch_sizes(device: str, *, quick: bool,
     return (QUICK_BATCH_SIZES if quick else DEFAULT_BATCH_SIZES)[device]
 
 
+def arm_modes(arm: str, *, quick: bool) -> tuple[str, ...]:
+    """The modes measured for a Keras-backend arm: eager and compiled (Keras's jit_compile
+    False / True); under `quick`, the backend's default alone (Keras's own choice: eager on
+    torch, compiled on JAX), as each framework's quick mode is its default."""
+    from twinbench.frameworks.keras_backend_worker import DEFAULT_MODE, MODES
+    from twinbench.frameworks.keras_backends import ARMS
+    return (DEFAULT_MODE[ARMS[arm]],) if quick else MODES
+
+
 def cases(frameworks, devices, arches, *, quick: bool,
-          batch_size_override: tuple[int, ...] | None = None) -> list[Case]:
+          batch_size_override: tuple[int, ...] | None = None, arms=()) -> list[Case]:
     """Every configuration to measure (under `quick`, each framework's quick modes only),
     frameworks interleaved: for each (device, arch, phase, batch) the frameworks' modes run
-    next to each other, so that drifting load on a shared
-    machine touches both frameworks alike rather than whichever ran last."""
+    next to each other, then each Keras-backend arm's (--arm), so that drifting load on a
+    shared machine touches every framework alike rather than whichever ran last."""
     out = []
     for device in devices:
         for arch in arches:
@@ -122,6 +131,9 @@ def cases(frameworks, devices, arches, *, quick: bool,
                     for framework in frameworks:
                         for mode in modes_for(framework, device, quick=quick):
                             out.append(Case(framework, device, arch, mode, phase, batch))
+                    for arm in arms:
+                        for mode in arm_modes(arm, quick=quick):
+                            out.append(Case(arm, device, arch, mode, phase, batch))
     return out
 
 
@@ -354,6 +366,93 @@ def run_case(case: Case, adapter, *, timer, protocol: Protocol, write: Callable[
         step = None
     if row["status"] != "ok":
         adapter.release_memory()
+    write(row)
+    if failure is not None:
+        raise failure
+    return row
+
+
+# --------------------------------------------------------------------------------------
+# The Keras-backend arms: the same protocol, timed inside the arm's worker
+# --------------------------------------------------------------------------------------
+# An arm's step runs in its worker process (twinbench/frameworks/keras_backends.py); timing it
+# from here would add a message round trip to every step. The worker times the rounds itself
+# (KerasBackendFramework.time_steps) with the protocol above: compile_s is the first call
+# alone; calibration times blocks of 1, 2, 4, ... steps; then `warmup_rounds` untimed and
+# `rounds` timed rounds of `iterations` steps, each round ended by a device synchronization
+# inside the timed region. pytest-benchmark is not involved (it cannot time another process).
+ARM_TIMER = "perf_counter in the Keras-backend worker"
+
+
+def _arm_step_s(timed, *, min_s: float = 0.05, max_steps: int = 64, repeats: int = 3) -> float:
+    """estimate_step_s for an arm: synchronized blocks of 1, 2, 4, ... steps until one lasts
+    min_s, then the fastest of `repeats` such blocks, per step."""
+    n = 1
+    while True:
+        per_step = float(timed(1, 0, n).seconds[0])
+        if per_step * n >= min_s or n >= max_steps:
+            break
+        n *= 2
+    if n > 1 and repeats > 1:
+        per_step = min(per_step, float(min(timed(repeats - 1, 0, n).seconds)))
+    return per_step
+
+
+def run_arm_case(case: Case, arm, *, protocol: Protocol, write: Callable[[dict], Any],
+                 ceiling=None, seed: int = 0) -> dict:
+    """run_case for a Keras-backend arm (`arm`, a KerasBackendFramework): the architecture's
+    recipe optimizer and a synthetic batch as make_step builds them, Keras's train_on_batch
+    (phase "train") or predict_on_batch ("infer") in the case's mode, timed in the worker.
+    Writes a row of the same schema (plus keras_backend and what Keras compiled); OOM
+    becomes an "oom" row, any other exception an "error" row and is re-raised."""
+    arch = models.get(case.arch)
+    row = {"kind": "throughput", "framework": case.framework, "arch": case.arch,
+           "device": case.device, "mode": case.mode, "phase": case.phase,
+           "batch_size": case.batch_size, "status": "ok", "error": None, "compile_s": None,
+           "threads": arm.threads(), "precision": arm.precision_policy(),
+           "keras_backend": arm.backend,
+           "keras_versions": {k.removeprefix("version:"): v for k, v in arm.worker.info.items()
+                              if k.startswith("version:")},
+           **throughput_fields(case, arch, [], None)}
+    if hasattr(os, "getloadavg"):
+        row["load_average_1min"] = round(os.getloadavg()[0], 2)
+    ceiling_flops = getattr(ceiling, "matmul_flops_per_s", None)
+    if ceiling is not None:
+        row["ceiling"] = ceiling.as_dict()
+    model = optimizer = None
+    failure = None
+    try:
+        recipe = recipes.for_arch(arch.name)
+        model = arm.build(arch, seed=seed)
+        # Inference needs no optimizer, but Keras compiles a model with one before predicting.
+        optimizer = arm.make_optimizer(model, recipe)
+        images, labels = synthetic_batch(case.batch_size, recipe, seed)
+
+        def timed(rounds: int, warmup: int, iterations: int):
+            return arm.time_steps(model, optimizer, images, labels, steps=rounds, warmup=warmup,
+                                  mode=case.mode, phase=case.phase, iterations=iterations)
+        first = timed(1, 0, 1)
+        if first.compiled != (case.mode == "compiled"):
+            raise RuntimeError(f"{case.id}: Keras ran jit_compile={first.compiled} for mode "
+                               f"{case.mode!r}; the row would name the wrong mode")
+        row["compile_s"] = float(first.seconds[0])
+        step_s = _arm_step_s(timed)
+        iterations = protocol.iterations(step_s)
+        times = timed(protocol.rounds, protocol.warmup_rounds, iterations)
+        row.update(throughput_fields(case, arch, [case.batch_size / float(s) for s in times.seconds],
+                                     ceiling_flops))
+        row["protocol"] = {"timer": ARM_TIMER, "rounds": protocol.rounds,
+                           "warmup_rounds": protocol.warmup_rounds, "iterations": iterations,
+                           "calibrated_step_s": step_s}
+        row["optimizer"] = f"keras {recipe.optimizer}"
+        row["step"] = "train_on_batch" if case.phase == "train" else "predict_on_batch"
+    except Exception as exc:   # noqa: BLE001 (classified and re-raised below)
+        row.update(status="oom" if arm.is_oom(exc) else "error", error=_error_text(exc),
+                   **throughput_fields(case, arch, [], ceiling_flops))
+        if row["status"] == "error":
+            failure = exc
+    if model is not None and arm.worker.alive():
+        arm.release(model, optimizer)
     write(row)
     if failure is not None:
         raise failure

@@ -5,7 +5,11 @@ so pytest-xdist can spread them over workers and hosts. A *cell* is what a verdi
 - an accuracy cell: one reference recipe in one framework on one device, its gate over all
   seeds (the accuracy tier, suites/test_accuracy.py);
 - a matrix cell: one architecture x recipe on one device, both frameworks, the fair
-  comparison over all seeds (suites/test_matrix.py).
+  comparison over all seeds (suites/test_matrix.py);
+- an arm's matrix cell (--arm): one Keras-backend arm beside a matrix cell, its runs from the
+  same initial weights and data order as the TensorFlow twin's; it checks that every seed has
+  a row and started from TensorFlow's weights. Its rows feed the report's runtime-vs-API
+  attribution; the TensorFlow-vs-torch verdict is the matrix cell's, unchanged.
 A verdict is decided once, from the rows of every run the cell expected; a run without a row
 (it failed, crashed, or the session was interrupted) is named, and the cell is incomplete,
 never decided on a silently smaller N (docs/methodology.md#scale-out).
@@ -26,6 +30,7 @@ from pathlib import Path
 from twinbench import thresholds
 
 ACCURACY, MATRIX = "accuracy", "matrix"
+ARM_MATRIX = "matrix-arm"         # the cell kind of an arm's runs beside a matrix cell
 MATRIX_FRAMEWORKS = ("tf", "torch")
 VERDICTS_FILE = "verdicts.jsonl"   # beside the rows; not *.json, so row readers never see it
 # Pass: the cell's rule holds. Fail: it does not. Undetermined: the rows are too few to tell
@@ -57,6 +62,8 @@ class RunSpec:
     def cell(self) -> tuple:
         if self.kind == ACCURACY:
             return (ACCURACY, self.framework, self.arch, self.recipe, self.device)
+        if self.framework not in MATRIX_FRAMEWORKS:   # a Keras-backend arm beside the matrix
+            return (ARM_MATRIX, self.framework, self.arch, self.recipe, self.device)
         return (MATRIX, self.arch, self.recipe, self.device)
 
     @classmethod
@@ -69,12 +76,15 @@ def cell_label(cell: tuple) -> str:
     if cell[0] == ACCURACY:
         _, framework, _, recipe, device = cell
         return f"{framework}/{recipe} on {device}"
+    if cell[0] == ARM_MATRIX:
+        _, framework, arch, recipe, device = cell
+        return f"{framework} beside matrix {arch}/{recipe} on {device}"
     _, arch, recipe, device = cell
     return f"matrix {arch}/{recipe} on {device}"
 
 
 def _run_label(spec: RunSpec) -> str:
-    who = "" if spec.kind == ACCURACY else f"{spec.framework} "
+    who = "" if spec.cell[0] != MATRIX else f"{spec.framework} "
     return f"seed {spec.seed} of {who}{cell_label(spec.cell)}"
 
 
@@ -174,6 +184,8 @@ def _verdict(cell, specs, by_spec, outcomes, skipped) -> Verdict:
             found[spec] = row
     if cell[0] == ACCURACY:
         status, text, figures = _decide_accuracy(cell, found, problems)
+    elif cell[0] == ARM_MATRIX:
+        status, text, figures = _decide_arm(cell, found, by_spec, problems)
     else:
         status, text, figures = _decide_matrix(found, problems)
     if problems:
@@ -221,17 +233,47 @@ def _decide_matrix(found: dict, problems: list[str]):
     return matrix_verdict(accuracy["tf"], accuracy["torch"], sources.pop())
 
 
+def _decide_arm(cell, found: dict, by_spec: dict, problems: list[str]):
+    """An arm beside a matrix cell: every seed's row started from the TensorFlow twin's
+    weights of that seed (the same digest). No verdict of its own: the runtime and API parts
+    of the TensorFlow/torch gap are the report's attribution table (reports/runtime_api.py)."""
+    _, arm, arch, recipe, device = cell
+    if not found:
+        return FAIL, "no rows", {}
+    unpaired = []
+    for spec, row in sorted(found.items()):
+        tf_rows = by_spec.get(RunSpec(MATRIX, "tf", arch, recipe, device, spec.seed), [])
+        if len(tf_rows) != 1:
+            unpaired.append(spec.seed)
+            continue
+        a, b = tf_rows[0]["initial_weights"], row["initial_weights"]
+        if a != b:
+            problems.append(f"seed {spec.seed}: {arm} and tf started from different weights "
+                            f"(digests {b} and {a})")
+    accuracies = [r["final_accuracy"] for r in found.values()]
+    text = (f"{len(found)} run(s) from TensorFlow's initial weights, mean final accuracy "
+            f"{sum(accuracies) / len(accuracies):.2%}; its part of the TensorFlow/torch gap is "
+            f"in the report's runtime-vs-API table")
+    if unpaired:
+        text += f" (seeds {unpaired}: no single tf row to check the start against)"
+    return PASS, text, {"n": len(found), "mean": sum(accuracies) / len(accuracies),
+                        "unpaired_seeds": unpaired}
+
+
 # --------------------------------------------------------------------------------------
 # Rows gathered from several sessions, and the verdicts file
 # --------------------------------------------------------------------------------------
 def expected_from_rows(rows: list[dict], seeds: int) -> list[RunSpec]:
-    """Seeds 0..seeds-1 of every cell some row belongs to (both frameworks for matrix cells)."""
+    """Seeds 0..seeds-1 of every cell some row belongs to (both frameworks for matrix cells,
+    and the matrix cell of an arm's matrix row)."""
     specs = set()
     for row in rows:
         if row.get("kind") != "accuracy":
             continue
         spec = RunSpec.of_row(row)
-        frameworks = MATRIX_FRAMEWORKS if spec.kind == MATRIX else (spec.framework,)
+        frameworks = (spec.framework,)
+        if spec.kind == MATRIX:
+            frameworks = tuple(dict.fromkeys(MATRIX_FRAMEWORKS + frameworks))
         for framework in frameworks:
             for seed in range(seeds):
                 specs.add(RunSpec(spec.kind, framework, spec.arch, spec.recipe, spec.device, seed))

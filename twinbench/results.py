@@ -28,8 +28,14 @@ from typing import Callable, Iterable
 
 import models
 from twinbench.frameworks import DEVICES
+from twinbench.frameworks.keras_backends import ARMS
+from twinbench.frameworks.keras_backend_worker import MODES as ARM_MODES
 from twinbench.frameworks.modes import PHASES, modes_for, mode_names
 from twinbench.imports import FRAMEWORKS
+
+# Who a row is about: a framework, or a Keras-backend arm (the Keras twins on Keras 3's torch
+# or JAX backend, twinbench/frameworks/keras_backends.py).
+ROW_FRAMEWORKS = FRAMEWORKS + tuple(ARMS)
 
 SCHEMA = "twinbench.result/1"
 
@@ -88,7 +94,7 @@ class _Registered:
 
 
 _ARCHS = _Registered(lambda: models.ARCHITECTURES)
-_MODES = _Registered(mode_names)
+_MODES = _Registered(lambda: tuple(dict.fromkeys(mode_names() + ARM_MODES)))
 
 
 def _is_str(v) -> bool:
@@ -130,7 +136,7 @@ COMMON_FIELDS = {
     "kind": (_one_of(KINDS), " | ".join(KINDS)),
     "run_id": (_is_str, "non-empty str"),
     "created": (_is_utc_timestamp, "ISO-8601 UTC timestamp"),
-    "framework": (_one_of(FRAMEWORKS), " | ".join(FRAMEWORKS)),
+    "framework": (_one_of(ROW_FRAMEWORKS), " | ".join(ROW_FRAMEWORKS)),
     "arch": (_ARCHS, _ARCHS),
     "device": (_one_of(DEVICES), " | ".join(DEVICES)),
     "versions": (_is_str_dict, "dict of str -> str"),
@@ -224,7 +230,15 @@ def row_problems(row) -> list[str]:
         if row.get("status") == "ok" and row.get("median_images_per_s") is None:
             problems.append("status 'ok' needs a 'median_images_per_s'")
         framework, mode = row.get("framework"), row.get("mode")
-        if framework in FRAMEWORKS and _MODES(mode) and not any(
+        if framework in ARMS:
+            # An arm's step is Keras's own, eager or compiled (jit_compile), on its backend.
+            if mode not in ARM_MODES:
+                problems.append(f"{framework} has no mode {mode!r} (its modes: "
+                                f"{', '.join(ARM_MODES)})")
+            if row.get("keras_backend") != ARMS[framework]:
+                problems.append(f"a {framework} row needs 'keras_backend': "
+                                f"{ARMS[framework]!r}, got {row.get('keras_backend')!r}")
+        elif framework in FRAMEWORKS and _MODES(mode) and not any(
                 mode in modes_for(framework, d) for d in DEVICES):
             problems.append(f"{framework} has no mode {mode!r} (its modes: "
                             f"{', '.join(dict.fromkeys(m for d in DEVICES for m in modes_for(framework, d)))})")

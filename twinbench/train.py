@@ -108,6 +108,9 @@ def _train_epochs(framework, model, recipe, train_set, test_set, seed, run, prog
     prepared = recipe.prepare(train_set.images)
     train_data = framework.prepare_data(model, prepared, train_set.labels)
     test_data = framework.prepare_data(model, recipe.prepare(test_set.images), test_set.labels)
+    # An adapter whose objects live in another process (the Keras-backend arms' workers) is
+    # told when they are done with (`release`); the in-process adapters leave it to Python.
+    release = getattr(framework, "release", None)
     n = len(train_set.labels)
     started = time.perf_counter()
     for epoch in range(1, recipe.epochs + 1):
@@ -116,6 +119,8 @@ def _train_epochs(framework, model, recipe, train_set, test_set, seed, run, prog
             framework.set_learning_rate(model, optimizer, recipe.lr * recipe.lr_decay ** (epoch - 1))
         if recipe.augment:   # the same NumPy images for every framework, outside the timed epoch
             images = augment.augment(prepared, augment.get(recipe.augment), augment.epoch_rng(seed, epoch))
+            if release is not None:
+                release(data=(train_data,))   # the copy the previous epoch trained on
             train_data = framework.prepare_data(model, images, train_set.labels)
         framework.synchronize()
         t0 = time.perf_counter()
@@ -130,3 +135,5 @@ def _train_epochs(framework, model, recipe, train_set, test_set, seed, run, prog
             progress(f"{framework.name}/{recipe.name} seed {seed} epoch {epoch}/{recipe.epochs}: "
                      f"loss {loss:.4f}, test accuracy {accuracy:.2%}, {n / seconds:,.0f} img/s, "
                      f"elapsed {elapsed:,.0f} s, about {remaining:,.0f} s to go")
+    if release is not None:
+        release(model, optimizer, data=(train_data, test_data))

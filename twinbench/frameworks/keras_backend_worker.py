@@ -19,8 +19,10 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import importlib.abc
 import importlib.machinery
+import itertools
 import os
 import sys
 import time
@@ -119,6 +121,9 @@ class Worker:
         self.nets: dict[int, _Net] = {}
         self.optimizers: dict[int, object] = {}
         self.datasets: dict[int, tuple] = {}
+        # One counter for models, optimizers and datasets: a number is never reused, so a
+        # released one can never be mistaken for a newer object.
+        self._numbers = itertools.count(1)
 
     # -- the reply to the client's start ------------------------------------------------------
     def hello(self) -> dict:
@@ -130,7 +135,13 @@ class Worker:
             import jaxlib
             versions.update(jax=self.jax.__version__, jaxlib=jaxlib.__version__)
             where = str(self.jax.devices()[0].device_kind)
+        if self.backend == "torch":
+            threads = self.torch.get_num_threads()
+        else:
+            # XLA's CPU thread pool takes the usable cores; JAX offers no switch for it.
+            threads = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
         return {"ready": True, "backend": self.backend, "device": where, "pid": os.getpid(),
+                "threads": str(threads),
                 **{f"version:{k}": v for k, v in versions.items()}}
 
     # -- requests ------------------------------------------------------------------------------
@@ -163,7 +174,7 @@ class Worker:
             raise ValueError(f"keras-{self.backend}: only float32 models are supported, got {dtype}")
         self.keras.utils.set_random_seed(int(req["seed"]))
         net = _Net(arch, arch.keras_model(dtype=dtype))
-        number = len(self.nets) + 1
+        number = next(self._numbers)
         self.nets[number] = net
         return {"model": number, "parameters": net.keras.count_params()}
 
@@ -237,9 +248,19 @@ class Worker:
             optimizer = self.keras.optimizers.SGD(learning_rate=lr, momentum=float(req["momentum"]))
         else:
             raise ValueError(f"unknown optimizer {kind!r}; expected adam or sgd")
-        number = len(self.optimizers) + 1
+        number = next(self._numbers)
         self.optimizers[number] = optimizer
         return {"optimizer": number}
+
+    def op_set_learning_rate(self, req) -> dict:
+        """A recipe's per-epoch schedule: the optimizer's learning-rate variable, assigned in
+        place (as the TensorFlow adapter does): Keras's train step reads it on every call, the
+        compiled one too (it is one of the optimizer's variables, passed in, not a constant)."""
+        number = int(req["optimizer"])
+        if number not in self.optimizers:
+            raise ValueError(f"no optimizer {number} in this worker")
+        self.optimizers[number].learning_rate.assign(float(req["lr"]))
+        return {}
 
     def _compiled(self, req) -> _Net:
         """The request's model, compiled with the request's optimizer and mode (Keras's own
@@ -262,7 +283,7 @@ class Worker:
 
     def op_prepare_data(self, req) -> dict:
         """Keep a dataset resident here, so that an epoch sends only its sample order."""
-        number = len(self.datasets) + 1
+        number = next(self._numbers)
         self.datasets[number] = (req["images"], req["labels"])
         return {"data": number}
 
@@ -289,21 +310,47 @@ class Worker:
         return {"accuracy": float((logits.argmax(axis=1) == labels).mean())}
 
     def op_time_steps(self, req) -> dict:
-        """Seconds per training step, each ended by a device synchronization, after `warmup`
-        untimed steps (which also absorb tracing and compilation)."""
+        """Seconds per step in each of `steps` timed rounds of `iterations` steps, each round
+        ended by a device synchronization (the throughput tier's protocol, twinbench/bench.py),
+        after `warmup` untimed rounds (which also absorb tracing and compilation). The batch
+        is made resident on the device once, before any round, so no round copies it.
+        phase "train": Keras's train_on_batch; "infer": predict_on_batch (inference mode)."""
         net = self._compiled(req)
-        images, labels = req["images"], req["labels"]
-        for _ in range(int(req["warmup"])):
-            net.keras.train_on_batch(images, labels)
+        phase = self.messages.text(req, "phase") if "phase" in req else "train"
+        iterations = int(req["iterations"]) if "iterations" in req else 1
+        if phase not in ("train", "infer") or iterations < 1:
+            raise ValueError(f"need phase train or infer and iterations >= 1, got {phase!r} "
+                             f"and {iterations}")
+        images, labels = self._tensor(req["images"]), self._tensor(req["labels"])
+        if phase == "train":
+            def step():
+                net.keras.train_on_batch(images, labels)
+        else:
+            def step():
+                net.keras.predict_on_batch(images)
+        for _ in range(int(req["warmup"]) * iterations):
+            step()
         self._synchronize(net)
         seconds = []
         for _ in range(int(req["steps"])):
             start = time.perf_counter()
-            net.keras.train_on_batch(images, labels)
+            for _ in range(iterations):
+                step()
             self._synchronize(net)
-            seconds.append(time.perf_counter() - start)
+            seconds.append((time.perf_counter() - start) / iterations)
         # What Keras actually ran: it turns jit_compile off by itself in some cases.
         return {"seconds": seconds, "jit_compile": bool(net.keras.jit_compile)}
+
+    def op_release(self, req) -> dict:
+        """Forget models, optimizers and datasets by number (their memory goes with them)."""
+        for field, store in (("models", self.nets), ("optimizers", self.optimizers),
+                             ("datasets", self.datasets)):
+            for number in (req[field].tolist() if field in req else []):
+                store.pop(int(number), None)
+        gc.collect()
+        if self.backend == "torch" and self.device == "gpu":
+            self.torch.cuda.empty_cache()
+        return {}
 
     def _synchronize(self, net) -> None:
         """Wait until the device has finished all queued work on the model."""

@@ -36,6 +36,9 @@ _PACKAGES = {"torch": ("torch", "torchvision"), "jax": ("jax", "jaxlib")}
 _INSTALL = {"torch": "pip install -r requirements/torch.txt",
             "jax": "pip install -r requirements/jax.txt"}
 _STDERR_LINES = 30   # of a dead worker's stderr, quoted in the error
+# How an out-of-memory error reads in a worker's error message: torch's class and message, and
+# XLA's status (JAX).
+_OOM_MESSAGES = ("OutOfMemoryError", "CUDA out of memory", "RESOURCE_EXHAUSTED", "Out of memory")
 
 
 class WorkerDied(RuntimeError):
@@ -138,6 +141,15 @@ class BackendWorker:
 
 _WORKERS: dict[tuple[str, str], BackendWorker] = {}
 _UNAVAILABLE: dict[tuple[str, str], str] = {}
+# CPU threads for workers started from now on (configure); None: the backend's own default.
+_SETTINGS = {"threads": None}
+
+
+def configure(threads: int | None) -> None:
+    """The session's thread count, as the other adapters' configure takes it: the torch
+    backend's workers pin it (torch.set_num_threads); JAX has no such switch (XLA's CPU pool
+    takes the usable cores), and its rows record what it used."""
+    _SETTINGS["threads"] = threads
 
 
 def shared_worker(backend: str, device: str = "cpu") -> BackendWorker:
@@ -145,7 +157,7 @@ def shared_worker(backend: str, device: str = "cpu") -> BackendWorker:
     key = (backend, device)
     worker = _WORKERS.get(key)
     if worker is None or not worker.alive():
-        worker = _WORKERS[key] = BackendWorker(backend, device)
+        worker = _WORKERS[key] = BackendWorker(backend, device, threads=_SETTINGS["threads"])
     return worker
 
 
@@ -171,6 +183,18 @@ def unavailable_reason(arm: str, device: str = "cpu") -> str | None:
         except BackendUnavailable as exc:
             _UNAVAILABLE[(backend, device)] = f"{arm}: {exc}"
     return _UNAVAILABLE.get((backend, device))
+
+
+def unsupported_reason(arm: str, arch) -> str | None:
+    """Why an arm cannot run an architecture yet, or None when it can. BatchNorm architectures
+    (resnet8) are not supported: the workers' loss leaves out the L2 terms, their gradients
+    BatchNorm's moving statistics, and they take no training= mode (open; the parity suite
+    skips them with the same reason)."""
+    _backend(arm)
+    if getattr(arch, "batchnorm", False):
+        return (f"{arm}: {arch.name} has BatchNorm, which the Keras-backend workers do not "
+                "support yet (L2 terms, moving statistics, training=); open")
+    return None
 
 
 def _backend(arm: str) -> str:
@@ -257,6 +281,20 @@ class KerasBackendFramework:
                                  beta_2=recipe.beta_2, epsilon=recipe.epsilon)
         return RemoteOptimizer(number=int(reply["optimizer"]), recipe=recipe)
 
+    def set_learning_rate(self, model: TwinModel, optimizer: RemoteOptimizer, lr: float) -> None:
+        """A recipe's per-epoch schedule: the worker assigns the optimizer's learning-rate
+        variable in place, as the TensorFlow adapter does (Keras's step reads it each call)."""
+        if not lr > 0:
+            raise ValueError(f"learning rate must be > 0, got {lr}")
+        self.worker.call("set_learning_rate", optimizer=optimizer.number, lr=lr)
+
+    def release(self, model: TwinModel | None = None, optimizer: RemoteOptimizer | None = None,
+                data: tuple[int, ...] = ()) -> None:
+        """Let the worker drop a model, an optimizer and datasets (their memory with them)."""
+        self.worker.call("release", models=[model.net] if model is not None else [],
+                         optimizers=[optimizer.number] if optimizer is not None else [],
+                         datasets=list(data))
+
     def _step_fields(self, optimizer: RemoteOptimizer, mode: str | None) -> dict:
         return {"optimizer": optimizer.number, "mode": mode or self.mode}
 
@@ -292,17 +330,44 @@ class KerasBackendFramework:
 
     def time_steps(self, model: TwinModel, optimizer: RemoteOptimizer, images: np.ndarray,
                    labels: np.ndarray, steps: int, warmup: int = 3,
-                   mode: str | None = None) -> StepTimes:
-        """Seconds of each of `steps` training steps on one batch, timed inside the worker
-        (no channel cost), each ended by a device synchronization, after `warmup` untimed
-        steps that absorb tracing and compilation. mode: "eager" or "compiled"."""
+                   mode: str | None = None, phase: str = "train",
+                   iterations: int = 1) -> StepTimes:
+        """Seconds per step in each of `steps` timed rounds of `iterations` steps, timed inside
+        the worker (no channel cost), each round ended by a device synchronization, after
+        `warmup` untimed rounds that absorb tracing and compilation. The batch is made
+        resident on the device before the rounds. mode: "eager" or "compiled"; phase:
+        "train" (Keras's train_on_batch) or "infer" (predict_on_batch)."""
         check_labels(labels, len(images))
-        if steps < 1 or warmup < 0:
-            raise ValueError(f"need steps >= 1 and warmup >= 0, got {steps} and {warmup}")
+        if steps < 1 or warmup < 0 or iterations < 1:
+            raise ValueError(f"need steps >= 1, warmup >= 0 and iterations >= 1, got {steps}, "
+                             f"{warmup} and {iterations}")
+        if phase not in ("train", "infer"):
+            raise ValueError(f"unknown phase {phase!r}; expected train or infer")
         reply = self._call(model, "time_steps", images=self._images(model, images),
-                           labels=labels, steps=steps, warmup=warmup,
-                           **self._step_fields(optimizer, mode))
+                           labels=labels, steps=steps, warmup=warmup, phase=phase,
+                           iterations=iterations, **self._step_fields(optimizer, mode))
         return StepTimes(seconds=reply["seconds"], compiled=bool(reply["jit_compile"]))
+
+    # -- what a throughput row records (the other adapters' methods of the same names) --------
+    def threads(self) -> int:
+        """CPU threads the worker's backend uses (torch: pinned; JAX: the usable cores)."""
+        return int(self.worker.info["threads"])
+
+    def precision_policy(self) -> dict:
+        """Full fp32, as the other arms: the worker turns TF32 off on a GPU (torch's switches;
+        JAX's matmul precision "highest"); a CPU computes plain fp32 either way."""
+        return {"tf32": False, "autocast": None}
+
+    def pin_precision(self) -> None:
+        """Nothing to do here: the worker pinned full fp32 when it started."""
+
+    def is_oom(self, exc: BaseException) -> bool:
+        """An out-of-memory error inside the worker (it reaches us as a WorkerError whose
+        message names the backend's own exception)."""
+        return isinstance(exc, WorkerError) and any(m in str(exc) for m in _OOM_MESSAGES)
+
+    def release_memory(self) -> None:
+        """Nothing held here; the worker frees a case's objects when they are released."""
 
     @contextlib.contextmanager
     def recipe_settings(self, recipe):
