@@ -13,7 +13,7 @@ from reports.readme import readme_block
 from reports.render import render
 from suites.test_reports import fake_machine, throughput_row
 from twinbench.results import SCHEMA, row_problems
-from twinbench.thresholds import SEED_STD, t_quantile
+from twinbench.thresholds import prior_seed_std, t_quantile
 from twinbench.train import Epoch, Run
 
 MACHINE = fake_machine()
@@ -74,10 +74,11 @@ def test_intervals_widen_with_fewer_seeds():
         widths[seeds] = high - low
     assert widths[5] < widths[3] < widths[2] < widths[1]
     # Below 3 pairs the spread of a difference is the prior: sqrt(2) x the source's seed std.
-    half = 1.6449 * math.sqrt(2) * 100 * SEED_STD / math.sqrt(2)
+    sigma = prior_seed_std("cifar10-jpeg")    # the rows' data source
+    half = 1.6449 * math.sqrt(2) * 100 * sigma / math.sqrt(2)
     assert abs(widths[2] / 2 - half) < 0.01
     [line] = runtime_api.accuracy_split(split_rows(2), LABELS).rows
-    assert line[8].startswith("prior: sqrt(2) x 1.2-point seed std")
+    assert line[8].startswith(f"prior: sqrt(2) x {100 * sigma:.1f}-point seed std")
 
 
 def test_missing_accuracy_parts_are_labelled_not_dropped():
