@@ -18,9 +18,12 @@ from dataclasses import dataclass
 from statistics import NormalDist
 
 THRESHOLDS: dict[str, dict[str, float]] = {
-    "cifar10": {"keras_cnn_adam": 0.70, "lenet_sgd": 0.60},
+    # resnet8_short: not measured on canonical data; the JPEG copy's gate, which is on the
+    # safe side there (both reference recipes train 2-2.5 points higher on canonical pixels)
+    "cifar10": {"keras_cnn_adam": 0.70, "lenet_sgd": 0.60, "resnet8_short": 0.63},
     # derived: scripts/derive_gates.py reports/samples/cpu-box-seeds
-    "cifar10-jpeg": {"keras_cnn_adam": 0.665, "lenet_sgd": 0.59},
+    # (resnet8_short from TensorFlow's 5 seeds; torch's seeds are shown against it there)
+    "cifar10-jpeg": {"keras_cnn_adam": 0.665, "lenet_sgd": 0.59, "resnet8_short": 0.63},
 }
 
 MIN_SEEDS_FOR_STD = 3   # fewer seeds: no sample std is shown (the gate uses the prior)
