@@ -95,6 +95,7 @@ def _popen(work: Path) -> Background:
 def _fake_accuracy(mode: str, *extra: str):
     def start(work: Path) -> Background:
         return start_session(work, ROOT, mode, "--device", "cpu", "--seeds", "3",
+                             "--recipe", "lenet_sgd",
                              f"--results={work / 'results'}", *extra,
                              *only_targets("-k", "test_fake_training"))
     return start
