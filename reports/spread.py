@@ -43,8 +43,8 @@ def spread_tables(rows: list[dict]) -> list[tuple[str, Table]]:
         lines = []
         for config, m in measured.items():
             spread = stats.log_spread(m.run_medians)
-            within = statistics.median(stats.relative_spread(r) for r in m.runs.values()
-                                       if len(r) >= 3) if any(len(r) >= 3 for r in m.runs.values()) else None
+            per_run = [stats.relative_spread(r) for r in m.runs.values() if len(r) >= 3]
+            within = statistics.median(per_run) if per_run else None
             threshold = PRACTICAL_THRESHOLD[config.device]
             needed = [current_runs_needed(spread, threshold, len(measured), b) for b in BASELINES]
             lines.append([config.framework, config.arch, config.mode, config.phase,

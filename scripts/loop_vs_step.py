@@ -95,10 +95,10 @@ def main(argv=None) -> int:
     if len(frameworks) > 1:
         # one process per framework: a framework loaded (and its thread pools started) beside
         # the other must not slow the other's figures
-        rest = [a for a in (argv if argv is not None else sys.argv[1:])]
-        rest = [a for i, a in enumerate(rest) if a != "--framework"
-                and not (i and rest[i - 1] == "--framework") and not a.startswith("--framework=")]
-        codes = [subprocess.call([sys.executable, __file__, "--framework", fw, *rest])
+        common = [f"--images={args.images}", f"--rounds={args.rounds}",
+                  f"--threads={args.threads}", *(f"--recipe={r}" for r in args.recipe or ()),
+                  *([f"--data={args.data}"] if args.data else [])]
+        codes = [subprocess.call([sys.executable, __file__, f"--framework={fw}", *common])
                  for fw in frameworks]
         return max(codes)
     source = resolve_source(args.data, download=args.data is None)
