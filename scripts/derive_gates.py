@@ -1,6 +1,6 @@
 """Accuracy gates derived from measured seeds (docs/methodology.md#seed-spread).
 
-    python scripts/derive_gates.py reports/samples/cpu-box-seeds
+    python scripts/derive_gates.py reports/samples/cpu-box-seeds reports/samples/cpu-box-resnet8
 
 Reads the accuracy-tier rows (not the matrix's) under the given directories, groups them by
 data source, recipe and framework, and prints per group: the seeds, mean, sample std and its

@@ -6,25 +6,30 @@ import re
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from reports import readme
 from reports.__main__ import main
 from twinbench.results import read_rows
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = "reports/samples/cpu-box"
+# Every directory of committed rows that the README shows a generated block of.
+README_SAMPLES = (SAMPLE, "reports/samples/cpu-box-resnet8")
 # The sections other files point at (docs/methodology.md#<anchor>).
 ANCHORS = ("import-order", "tolerances", "parity", "accuracy-gates", "seed-spread", "matrix",
            "throughput-protocol", "cpu-hosts", "gpu", "reference-programs", "data",
            "regression-gate", "resnet8", "scale-out", "keras-backends")
 
 
-def test_readme_tables_match_the_committed_rows():
+@pytest.mark.parametrize("sample", README_SAMPLES)
+def test_readme_tables_match_the_committed_rows(sample):
     text = (ROOT / "README.md").read_text(encoding="utf-8")
-    block = readme.current_block(text, SAMPLE)
-    assert block is not None, f"README.md lost its '{SAMPLE}' result markers"
-    expected = readme.readme_block(read_rows([ROOT / SAMPLE]), SAMPLE)
+    block = readme.current_block(text, sample)
+    assert block is not None, f"README.md lost its '{sample}' result markers"
+    expected = readme.readme_block(read_rows([ROOT / sample]), sample)
     assert block == expected, ("README.md's result tables differ from the committed rows: run "
-                               f"`python -m reports readme {SAMPLE} --write README.md`")
+                               f"`python -m reports readme {sample} --write README.md`")
 
 
 def test_readme_write_replaces_only_the_block(tmp_path, capsys):

@@ -183,7 +183,7 @@ def _derive_gates_script():
     return load_script("derive_gates")
 
 
-SEED_ROWS = "reports/samples/cpu-box-seeds"
+SEED_ROWS = ("reports/samples/cpu-box-seeds", "reports/samples/cpu-box-resnet8")
 
 
 def test_the_jpeg_gates_are_what_the_committed_seeds_derive(capsys):
@@ -192,7 +192,7 @@ def test_the_jpeg_gates_are_what_the_committed_seeds_derive(capsys):
     the other fails here."""
     from pathlib import Path
     root = Path(__file__).resolve().parents[1]
-    code = _derive_gates_script().main([str(root / SEED_ROWS)])
+    code = _derive_gates_script().main([str(root / d) for d in SEED_ROWS])
     out = capsys.readouterr()
     assert code == 0, out.err
     assert "cifar10-jpeg" in out.out
