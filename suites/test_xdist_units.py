@@ -244,3 +244,40 @@ def test_read_rows_counts_each_run_once_however_often_its_file_is_passed(tmp_pat
     shutil.copytree(samples, copy)
     once = read_rows([samples])
     assert len(read_rows([samples, samples, copy])) == len(once) > 0
+
+
+# -- scripts/workers_vs_threads.py: co-located workers against one process --------------------
+def _workers_vs_threads():
+    from fixtures.scripts import load_script
+    return load_script("workers_vs_threads")
+
+
+def test_the_two_sessions_differ_only_in_how_the_cores_are_spread(tmp_path):
+    script = _workers_vs_threads()
+    serial = script.session_command("lenet_sgd", 4, 2, False, tmp_path / "s", "DATA")
+    parallel = script.session_command("lenet_sgd", 4, 2, True, tmp_path / "p", "DATA")
+    assert serial[serial.index("--threads") + 1] == "2" and "-n" not in serial
+    assert parallel[parallel.index("-n") + 1] == "2"
+    assert parallel[parallel.index("--threads") + 1] == "1"
+    rest = [a for a in serial if a not in ("--threads", "2", f"--results={tmp_path / 's'}")]
+    assert rest == [a for a in parallel
+                    if a not in ("-n", "2", "--threads", "1", f"--results={tmp_path / 'p'}")]
+    assert "--data=DATA" in serial and serial[serial.index("--seeds") + 1] == "4"
+
+
+def test_the_table_gives_the_wall_clock_ratio_and_names_a_failed_session():
+    script = _workers_vs_threads()
+    serial = {"wall": 600.0, "rc": 0, "train": [100.0, 110.0, 120.0, 130.0]}
+    parallel = {"wall": 400.0, "rc": 1, "train": [190.0, 200.0, 210.0]}
+    line = script.table_row("lenet_sgd", 4, serial, parallel)
+    assert line == ["lenet_sgd", "4", "4", "3 (pytest exit 1)", "600", "400", "1.50x",
+                    "115", "200"]
+    assert len(line) == len(script.HEADERS)
+
+
+def test_one_seed_or_one_core_is_refused():
+    script = _workers_vs_threads()
+    for argv in (["--seeds", "1"], ["--cores", "1"]):
+        with pytest.raises(SystemExit) as e:
+            script.main(argv)
+        assert e.value.code == 2
