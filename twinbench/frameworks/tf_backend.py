@@ -17,6 +17,12 @@ from twinbench.frameworks.modes import Step
 tf = imports.tensorflow()   # torch and torchvision are loaded first inside
 import keras  # noqa: E402  (after imports.tensorflow(), which fixes the backend)
 
+# Keras's fit runs this many training steps per call of its compiled train function (the
+# steps, their order and the last partial batch are unchanged). At 1, fit's per-step Python
+# and tf.data overhead held the loop to 53-77% of the benchmark's bare step on the 2-core CPU
+# box; at 16 it matched the step (docs/methodology.md#loop-vs-step, scripts/loop_vs_step.py).
+FIT_STEPS_PER_EXECUTION = 16
+
 _loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 # A Keras loss computes in its own dtype (float32 by default), whatever the logits' dtype:
 # a float64 model (the finite-difference gradient checks) needs a float64 loss.
@@ -253,7 +259,8 @@ class TensorFlowFramework:
         on the CPU box)."""
         x, y = data.images, data.labels
         if getattr(model.net, "optimizer", None) is not optimizer:
-            model.net.compile(optimizer=optimizer, loss=_LOSSES[model.dtype])
+            model.net.compile(optimizer=optimizer, loss=_LOSSES[model.dtype],
+                              steps_per_execution=FIT_STEPS_PER_EXECUTION)
         batches = (tf.data.Dataset.from_tensor_slices(order).batch(batch_size)
                    .map(lambda i: (tf.gather(x, i), tf.gather(y, i)))
                    .prefetch(tf.data.AUTOTUNE))
