@@ -281,3 +281,20 @@ def test_one_seed_or_one_core_is_refused():
         with pytest.raises(SystemExit) as e:
             script.main(argv)
         assert e.value.code == 2
+
+
+# -- scripts/memory_per_run.py: what a worker keeps between runs ------------------------------
+def test_memory_per_run_reads_this_processes_resident_size_and_refuses_nonsense():
+    from fixtures.scripts import load_script
+    script = load_script("memory_per_run")
+    if not Path("/proc/self/status").exists():
+        pytest.skip("reads /proc/self/status, which this OS does not have")
+    before = script.resident_mb()
+    ballast = bytearray(64 * 1024 * 1024)   # 64 MiB, touched below so that it is resident
+    ballast[::4096] = b"x" * len(ballast[::4096])
+    assert script.resident_mb() >= before + 60
+    del ballast
+    for argv in (["--framework", "torch", "--runs", "1"], ["--framework", "torch", "--images", "10"]):
+        with pytest.raises(SystemExit) as e:
+            script.main(argv)
+        assert e.value.code == 2
