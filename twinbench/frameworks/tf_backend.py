@@ -20,7 +20,8 @@ import keras  # noqa: E402  (after imports.tensorflow(), which fixes the backend
 # Keras's fit runs this many training steps per call of its compiled train function (the
 # steps, their order and the last partial batch are unchanged). At 1, fit's per-step Python
 # and tf.data overhead held the loop to 53-77% of the benchmark's bare step on the 2-core CPU
-# box; at 16 it matched the step (docs/methodology.md#loop-vs-step, scripts/loop_vs_step.py).
+# box; at 16 it reached 90-110% of the step (docs/methodology.md#loop-vs-step,
+# scripts/loop_vs_step.py).
 FIT_STEPS_PER_EXECUTION = 16
 
 _loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
