@@ -8,14 +8,18 @@ detections of `python -m reports gate`, with the numbers of runs that take
 
 `measure` runs the quick benchmark tier (`python -m pytest -m benchmark --quick --device cpu
 --results=DIR/<set>/<NNN>`) as separate pytest sessions, one after the other: BASELINE runs
-into DIR/baseline, DECISIONS x CURRENT plain runs into DIR/plain and as many with
-TWINBENCH_INJECT_SLOWDOWN=SLOWDOWN into DIR/slow. It resumes where it stopped (a run whose
-directory holds rows is kept). `analyze` then gates each disjoint set of CURRENT plain runs,
+into DIR/baseline, then DECISIONS x CURRENT plain runs into DIR/plain alternating with as many
+with TWINBENCH_INJECT_SLOWDOWN=SLOWDOWN into DIR/slow. It resumes where it stopped (a run whose
+directory holds rows is kept), on the same machine only: the gate refuses a baseline from
+other hardware. `analyze` then gates each disjoint set of CURRENT plain runs,
 and each set of slowed-down runs, against the one baseline, as a CI job would: the A/A
 decisions share the baseline (so does CI), and no run is used twice on the current side.
 
 Defaults: 10 baseline runs, 20 decisions of 4 current runs each side, 20% slowdown: 170 quick
-runs, about 3-4 hours on the 2-core CPU box (about a minute each). Run it on a quiet machine.
+runs, about 3-4 hours on the 2-core CPU box (about a minute each). `--current 3` (the fewest
+with which the rank test can reach Holm's first level over the quick tier's configurations,
+docs/methodology.md#regression-gate) makes it 130 runs, about 2.6 hours. Run it on a quiet
+machine.
 """
 from __future__ import annotations
 
@@ -47,13 +51,17 @@ def _run_dirs(root: Path) -> list[Path]:
 
 def plan(out: Path, baseline: int, current: int, decisions: int) -> list[tuple[Path, bool]]:
     """(results directory, slowed down) for every run still to be measured."""
+    # The baseline first (as in CI, it predates the change), then plain and slowed-down runs
+    # alternately: a drift of the machine during the hours this takes then touches both kinds
+    # alike, and a measurement stopped early still leaves as many decisions of each kind.
+    order = [("baseline", i, False) for i in range(baseline)]
+    for i in range(decisions * current):
+        order += [("plain", i, False), ("slow", i, True)]
     todo = []
-    for name, count, slow in (("baseline", baseline, False), ("plain", decisions * current, False),
-                              ("slow", decisions * current, True)):
-        for i in range(count):
-            run_dir = out / name / f"{i:03d}"
-            if not (run_dir.is_dir() and any(run_dir.glob("*.json"))):
-                todo.append((run_dir, slow))
+    for name, i, slow in order:
+        run_dir = out / name / f"{i:03d}"
+        if not (run_dir.is_dir() and any(run_dir.glob("*.json"))):
+            todo.append((run_dir, slow))
     return todo
 
 

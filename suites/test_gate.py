@@ -390,6 +390,12 @@ def test_calibration_script_dry_run_lists_the_runs_it_would_make(tmp_path, capsy
     assert out.startswith("6 quick run(s) to go")
     assert out.count("--results=") == 6 and out.count("[slowed]") == 2
     assert "-m benchmark --quick --device cpu" in out
+    # the baseline first, then plain and slowed-down runs alternately (drift touches both)
+    from pathlib import Path
+    order = [line.split("--results=")[1].split()[0] for line in out.splitlines()
+             if "--results=" in line]
+    assert [str(Path(d).relative_to(tmp_path)) for d in order] == [
+        "baseline/000", "baseline/001", "plain/000", "slow/000", "plain/001", "slow/001"]
 
 
 # --------------------------------------------------------------------------------------
