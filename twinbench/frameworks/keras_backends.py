@@ -185,18 +185,6 @@ def unavailable_reason(arm: str, device: str = "cpu") -> str | None:
     return _UNAVAILABLE.get((backend, device))
 
 
-def unsupported_reason(arm: str, arch) -> str | None:
-    """Why an arm cannot run an architecture yet, or None when it can. BatchNorm architectures
-    (resnet8) are not supported: the workers' loss leaves out the L2 terms, their gradients
-    BatchNorm's moving statistics, and they take no training= mode (open; the parity suite
-    skips them with the same reason)."""
-    _backend(arm)
-    if getattr(arch, "batchnorm", False):
-        return (f"{arm}: {arch.name} has BatchNorm, which the Keras-backend workers do not "
-                "support yet (L2 terms, moving statistics, training=); open")
-    return None
-
-
 def _backend(arm: str) -> str:
     try:
         return ARMS[arm]
