@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import pytest
 
-import models
 from fixtures import cells
 from fixtures.frameworks import adapter
 from twinbench import thresholds
@@ -36,7 +35,7 @@ def test_reference_recipe_reaches_threshold(accuracy_run, load_split, data_sourc
                                             progress, record_property):
     recipe = RECIPES[accuracy_run.recipe]
     # A Keras-backend arm (--arm) skips here, with the reason, where it cannot run.
-    framework = adapter(accuracy_run.framework, accuracy_run.device, models.get(recipe.arch))
+    framework = adapter(accuracy_run.framework, accuracy_run.device)
     try:
         gate, missing = thresholds.threshold(data_source.name, recipe.name), None
     except thresholds.NoThreshold as exc:

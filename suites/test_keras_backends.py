@@ -4,9 +4,12 @@ Each arm runs the architecture's unchanged `keras_model()` in a worker process o
 (twinbench/frameworks/keras_backends.py). The TensorFlow twin is built here, its initial
 weights go to the arm through the canonical layout, and both see the same batches: logits,
 loss, gradients, and the recipes' Adam and SGD after 1 and 10 steps must agree within the
-same float32 bounds as the TensorFlow/torch parity (twinbench/tolerances.py; the measured
-errors per arm in docs/methodology.md#parity). The comparisons reuse the TensorFlow/torch suites'
-helpers, so that one bound means one thing. The last tests check the worker's guard rails.
+same bounds as the TensorFlow/torch parity (twinbench/tolerances.py; the measured errors per
+arm in docs/methodology.md#parity). With BatchNorm (resnet8) that includes its policy, as in
+suites/test_parity.py and suites/test_optimizer_steps.py: both BatchNorm modes, and in
+training mode float64 runs of both sides, which must agree, and against which each side's
+float32 error is measured. The comparisons reuse the TensorFlow/torch suites' helpers, so
+that one bound means one thing. The last tests check the worker's guard rails.
 """
 from __future__ import annotations
 
@@ -18,29 +21,19 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from test_optimizer_steps import (CHECKPOINTS, OPTIMIZERS, STEPS, batches, check_loss_trajectory,
-                                  check_weights, recipe_for, run)
-from test_parity import BATCH, batch
+from test_optimizer_steps import (CHECKPOINTS, OPTIMIZERS, STEPS, batches,
+                                  check_batchnorm_weights, check_float64_weights,
+                                  check_loss_trajectory, check_weights, recipe_for, run)
+from test_parity import BATCH, batch, bn_training
 
 import models
 from fixtures.frameworks import adapter
-from twinbench import bench
+from twinbench import bench, tolerances
 from twinbench.agreement import compare, report
 from twinbench.frameworks import keras_backends
 from twinbench.frameworks.keras_backends import ARMS, KerasBackendFramework
 from twinbench.recipes import RECIPES
 from twinbench.tolerances import parity
-
-
-@pytest.fixture(autouse=True)
-def _no_batchnorm_arm_yet(request):
-    """Not done yet (integration of resnet8, open): the Keras-backend workers' loss leaves out
-    the L2 regularization terms, their gradients leave out BatchNorm's moving statistics and
-    they take no training= mode, so a BatchNorm architecture cannot be compared there yet."""
-    arch = request.node.callspec.params.get("arch") if hasattr(request.node, "callspec") else None
-    if arch is not None and getattr(arch, "batchnorm", False):
-        pytest.skip(f"{arch.name}: the Keras-backend workers do not support BatchNorm "
-                    "architectures yet (L2 terms, moving statistics, training=); open")
 
 
 @pytest.fixture(scope="session")
@@ -62,45 +55,153 @@ def arm(request, tensorflow, device):
     return KerasBackendFramework(request.param, device)
 
 
-def shared_weights(tensorflow, arm, arch, seed: int = 0):
-    """(tf model, arm model) with the tf twin's initial weights in both (the arm is built
-    from another seed, so a set_weights that did nothing could not pass)."""
-    tf_model, arm_model = tensorflow.build(arch, seed=seed), arm.build(arch, seed=seed + 1)
-    arm.set_weights(arm_model, tensorflow.get_weights(tf_model))
-    return tf_model, arm_model
+def initial_weights(tensorflow, arch, seed: int = 0) -> dict:
+    """The TensorFlow twin's initial float32 weights: every comparison here starts from them."""
+    return tensorflow.get_weights(tensorflow.build(arch, seed=seed))
+
+
+def shared_weights(tensorflow, arm, arch, seed: int = 0, dtype: str = "float32"):
+    """(tf model, arm model) in `dtype`, with the tf twin's initial float32 weights in both,
+    as test_parity.shared_twins (the arm is built from another seed, so a set_weights that did
+    nothing could not pass)."""
+    weights = initial_weights(tensorflow, arch, seed)
+    models_ = tensorflow.build(arch, seed=seed, dtype=dtype), arm.build(arch, seed=seed + 1,
+                                                                        dtype=dtype)
+    for fw, model in zip((tensorflow, arm), models_):
+        fw.set_weights(model, {k: v.astype(dtype) for k, v in weights.items()})
+    return models_
+
+
+def precisions(arch) -> tuple[str, ...]:
+    """The dtypes a training comparison runs in: float64 too where BatchNorm trains on batch
+    statistics (the policy of twinbench/tolerances.py), as suites/test_optimizer_steps.py."""
+    return ("float32", "float64") if arch.batchnorm else ("float32",)
+
+
+def suffix(dtype: str) -> str:
+    """A run's key: "tf" / "arm" in float32, "tf64" / "arm64" in float64 (the helpers' names)."""
+    return "" if dtype == "float32" else "64"
+
+
+@pytest.fixture(scope="module", params=["training", "inference"])
+def bn_mode(request):
+    """BatchNorm on the batch's statistics (training) or on its moving ones (inference), as in
+    suites/test_parity.py."""
+    return request.param
 
 
 _OUTPUTS: dict = {}
 
 
 @pytest.fixture
-def outputs(tensorflow, arm, arch):
-    """Logits, loss and gradients of the TensorFlow twin and of the arm on one batch."""
-    key = (arm.name, tensorflow.device, arch.name)
+def outputs(tensorflow, arm, arch, bn_mode):
+    """Logits, loss and gradients of the TensorFlow twin ("tf") and of the arm ("arm") on one
+    batch; where BatchNorm trains on batch statistics, of their float64 runs too ("tf64",
+    "arm64")."""
+    if bn_mode == "inference" and not arch.batchnorm:
+        pytest.skip(f"{arch.name} has no BatchNorm: inference mode is the training-mode function")
+    key = (arm.name, tensorflow.device, arch.name, bn_mode)
     if key not in _OUTPUTS:
-        tf_model, arm_model = shared_weights(tensorflow, arm, arch)
         images, labels = batch(arch)
-        _OUTPUTS[key] = {side: (fw.forward(model, images), *fw.loss_and_gradients(model, images, labels))
-                         for side, fw, model in (("tf", tensorflow, tf_model), ("arm", arm, arm_model))}
+        training = bn_mode == "training"
+        out = {}
+        for dtype in (("float32", "float64") if bn_training(arch, bn_mode) else ("float32",)):
+            x = images.astype(dtype)
+            for side, fw, model in zip(("tf", "arm"), (tensorflow, arm),
+                                       shared_weights(tensorflow, arm, arch, dtype=dtype)):
+                out[side + suffix(dtype)] = (
+                    fw.forward(model, x), *fw.loss_and_gradients(model, x, labels,
+                                                                 training=training))
+        _OUTPUTS[key] = out
     return _OUTPUTS[key]
 
 
-def test_logits_match_tensorflow(outputs, arm, device, arch, record_property):
+def where(arm, device, arch, bn_mode) -> str:
+    """A report's label; the BatchNorm mode where there is one."""
+    return f"{arm.name} {device}-{arch.name}" + (f" {bn_mode}" if arch.batchnorm else "")
+
+
+def test_logits_match_tensorflow(outputs, arm, device, arch, bn_mode, record_property):
     errors = compare({"logits": outputs["arm"][0]}, {"logits": outputs["tf"][0]},
                      parity(device).logits, what=f"{arch.name} logits, {arm.name} vs tf")
-    report(errors, f"{arm.name} {device}-{arch.name} logits", record_property)
+    report(errors, f"{where(arm, device, arch, bn_mode)} logits", record_property)
 
 
-def test_loss_matches_tensorflow(outputs, arm, device, arch, record_property):
+def test_loss_matches_tensorflow(outputs, arm, device, arch, bn_mode, record_property):
     errors = compare({"loss": outputs["arm"][1]}, {"loss": outputs["tf"][1]},
                      parity(device).loss, what=f"{arch.name} loss, {arm.name} vs tf")
-    report(errors, f"{arm.name} {device}-{arch.name} loss", record_property)
+    report(errors, f"{where(arm, device, arch, bn_mode)} loss", record_property)
 
 
-def test_gradients_match_tensorflow(outputs, arm, device, arch, record_property):
-    errors = compare(outputs["arm"][2], outputs["tf"][2], parity(device).gradients,
-                     what=f"{arch.name} gradients, {arm.name} vs tf")
-    report(errors, f"{arm.name} {device}-{arch.name} gradients", record_property)
+def test_gradients_match_tensorflow(outputs, arm, device, arch, bn_mode, record_property):
+    """Every canonical variable's gradient, BatchNorm's moving statistics included (zero in
+    training mode, real in inference mode, on both sides)."""
+    if bn_training(arch, bn_mode):
+        # float32 within each side's own float32 error (tolerances.batchnorm_float32_floors)
+        scale = max(np.abs(g).max() for g in outputs["tf64"][2].values())
+        floors = tolerances.batchnorm_float32_floors(outputs["tf"][2], outputs["tf64"][2],
+                                                     outputs["arm"][2], outputs["arm64"][2],
+                                                     scale)
+        errors = compare(outputs["arm"][2], outputs["tf"][2], tolerances.EXACT, floor=floors,
+                         what=f"{arch.name} training-mode gradients, {arm.name} vs tf")
+    else:
+        errors = compare(outputs["arm"][2], outputs["tf"][2], parity(device).gradients,
+                         what=f"{arch.name} gradients, {arm.name} vs tf")
+    report(errors, f"{where(arm, device, arch, bn_mode)} gradients", record_property)
+
+
+def test_float64_runs_agree_with_tensorflow(outputs, arm, device, arch, bn_mode,
+                                            record_property):
+    """With BatchNorm on batch statistics: the arm's float64 run computes TensorFlow's float64
+    logits, loss and gradients to far below float32 rounding, so the float32 differences are
+    rounding (twinbench/tolerances.py, FLOAT64_TWINS), as test_parity.test_float64_twins_agree."""
+    if not bn_training(arch, bn_mode):
+        pytest.skip("float32 has its derived bounds here; float64 is needed for BatchNorm "
+                    "in training mode only")
+    tf64, arm64 = outputs["tf64"], outputs["arm64"]
+    scale = max(np.abs(g).max() for g in tf64[2].values())
+    floors = {k: tolerances.zero_gradient_floor(tolerances.U64, scale) for k in tf64[2]}
+    errors = compare({"logits": arm64[0], "loss": np.array([arm64[1]]), **arm64[2]},
+                     {"logits": tf64[0], "loss": np.array([tf64[1]]), **tf64[2]},
+                     tolerances.FLOAT64_TWINS, floor=floors,
+                     what=f"{arch.name} float64 runs, {arm.name} vs tf")
+    report(errors, f"{arm.name} {device}-{arch.name} float64", record_property)
+
+
+def test_training_mode_updates_the_moving_statistics_as_tensorflow(tensorflow, arm, device,
+                                                                    arch, record_property):
+    """A training-mode loss or loss_and_gradients moves BatchNorm's moving statistics once, in
+    TensorFlow (Keras assigns them inside the call) and on the arm; an inference-mode one
+    leaves them. Compared in float64, where the two agree (the float32 statistics inherit the
+    batch variance's rounding, tolerances.py)."""
+    if not arch.batchnorm:
+        pytest.skip(f"{arch.name} has no BatchNorm: no moving statistics")
+    images, labels = batch(arch)
+    x = images.astype("float64")
+    models_ = shared_weights(tensorflow, arm, arch, dtype="float64")
+    initial = {k: v.astype("float64") for k, v in initial_weights(tensorflow, arch).items()}
+    moved = {}
+    for fw, model in zip((tensorflow, arm), models_):
+        fw.loss_and_gradients(model, x, labels, training=False)
+        fw.loss(model, x, labels, training=False)
+        unmoved = fw.get_weights(model)
+        assert all(np.array_equal(unmoved[k], initial[k]) for k in initial), \
+            f"{fw.name}: an inference-mode call changed the weights"
+        fw.loss_and_gradients(model, x, labels)
+        fw.loss(model, x, labels)
+        moved[fw.name] = fw.get_weights(model)
+    statistics = [k for k in initial if k.rsplit("/", 1)[1] in ("moving_mean", "moving_variance")]
+    changes = {side: {k: w[k] - initial[k] for k in statistics} for side, w in moved.items()}
+    assert all(np.abs(d).max() > 0 for d in changes["tf"].values()), "TensorFlow's did not move"
+    errors = compare(changes[arm.name], changes["tf"], tolerances.FLOAT64_TWINS,
+                     what=f"{arch.name} moving statistics moved by two training-mode calls, "
+                          f"{arm.name} vs tf",
+                     floor={k: tolerances.zero_gradient_floor(tolerances.U64, np.abs(c).max())
+                            for k, c in changes["tf"].items()})
+    report(errors, f"{arm.name} {device}-{arch.name} float64 moving statistics", record_property)
+    others = [k for k in initial if k not in statistics]
+    compare({k: moved[arm.name][k] for k in others}, {k: initial[k] for k in others},
+            tolerances.EXACT, what=f"{arm.name}: the other weights after loss calls")
 
 
 # -- optimizer steps ------------------------------------------------------------------------------
@@ -108,21 +209,37 @@ _TRAJECTORIES: dict = {}
 
 
 def trajectories(tensorflow, arm, arch, optimizer: str, recipe=None):
-    """Both sides' runs of STEPS steps from the tf twin's initial weights on the same batches;
-    computed once per (arm, device, arch, optimizer) unless a recipe is given."""
+    """Both sides' runs of STEPS steps from the tf twin's initial weights on the same batches,
+    in each of precisions(arch); computed once per (arm, device, arch, optimizer) unless a
+    recipe (the arm's, e.g. a mutant) is given. Keyed as suites/test_optimizer_steps.py's
+    runs, with "arm" for "torch"."""
     key = (arm.name, tensorflow.device, arch.name, optimizer)
-    if recipe is None and key in _TRAJECTORIES:
+    cached = recipe is None
+    if cached and key in _TRAJECTORIES:
         return _TRAJECTORIES[key]
     reference = recipe_for(arch, optimizer)
-    tf_model, arm_model = shared_weights(tensorflow, arm, arch)
-    initial = {k: v.copy() for k, v in tensorflow.get_weights(tf_model).items()}
     data = batches(reference)
-    out = dict(recipe=reference, initial=initial,
-               tf=run(tensorflow, tf_model, tensorflow.make_optimizer(tf_model, reference), data),
-               arm=run(arm, arm_model, arm.make_optimizer(arm_model, recipe or reference), data))
-    if recipe is None:
+    out = dict(recipe=reference, initial=initial_weights(tensorflow, arch))
+    for dtype in precisions(arch):
+        typed = [(images.astype(dtype), labels) for images, labels in data]
+        tf_model, arm_model = shared_weights(tensorflow, arm, arch, dtype=dtype)
+        out["tf" + suffix(dtype)] = run(tensorflow, tf_model,
+                                        tensorflow.make_optimizer(tf_model, reference), typed)
+        out["arm" + suffix(dtype)] = run(arm, arm_model,
+                                         arm.make_optimizer(arm_model, recipe or reference), typed)
+    if cached:
         _TRAJECTORIES[key] = out
     return out
+
+
+def check_arm_weights(device, arch, run_, steps, what):
+    """The arm's weights after `steps` steps against TensorFlow's, with the bound
+    suites/test_optimizer_steps.py uses for the architecture: with BatchNorm, each side's
+    float32 error against its own float64 run (check_batchnorm_weights)."""
+    if arch.batchnorm:
+        return check_batchnorm_weights(run_, steps, what, other="arm")
+    return check_weights(device, run_["recipe"], run_["initial"], steps, run_["arm"][1][steps],
+                         run_["tf"][1][steps], what=what)
 
 
 @pytest.mark.parametrize("steps", CHECKPOINTS)
@@ -130,12 +247,27 @@ def trajectories(tensorflow, arm, arch, optimizer: str, recipe=None):
 def test_weights_after_steps_match_tensorflow(tensorflow, arm, device, arch, optimizer, steps,
                                               record_property):
     run_ = trajectories(tensorflow, arm, arch, optimizer)
-    errors = check_weights(device, run_["recipe"], run_["initial"], steps,
-                           run_["arm"][1][steps], run_["tf"][1][steps],
-                           what=f"{arch.name} {optimizer}: weights after {steps} step(s), "
-                                f"{arm.name} vs tf")
+    errors = check_arm_weights(device, arch, run_, steps,
+                               what=f"{arch.name} {optimizer}: weights after {steps} step(s), "
+                                    f"{arm.name} vs tf")
     report(errors, f"{arm.name} {optimizer} {device}-{arch.name} weights after {steps} step(s)",
            record_property)
+
+
+@pytest.mark.parametrize("steps", CHECKPOINTS)
+@pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
+def test_float64_weights_after_steps_match_tensorflow(tensorflow, arm, device, arch, optimizer,
+                                                      steps, record_property):
+    """With BatchNorm the float32 bound rests on the float64 runs agreeing, as in
+    test_optimizer_steps.test_float64_weights_after_steps (check_float64_weights)."""
+    if not arch.batchnorm:
+        pytest.skip(f"{arch.name} has no BatchNorm: float32 has its derived bounds")
+    run_ = trajectories(tensorflow, arm, arch, optimizer)
+    errors = check_float64_weights(run_, steps, run_["arm64"][1][steps],
+                                   what=f"{arch.name} {optimizer}: float64 weights after "
+                                        f"{steps} step(s), {arm.name} vs tf")
+    report(errors, f"{arm.name} {optimizer} {device}-{arch.name} float64 weights after "
+                   f"{steps} step(s)", record_property)
 
 
 @pytest.mark.parametrize("optimizer", list(OPTIMIZERS))
@@ -154,30 +286,41 @@ def test_set_learning_rate_changes_the_step_as_in_tensorflow(tensorflow, arm, de
     second step, on each side. Plain SGD (no momentum), so each step is -lr x gradient: the
     arm's weights agree with TensorFlow's, and differ from TensorFlow's two steps at the
     unchanged lr (so a set_learning_rate that did nothing, or a compiled step that kept the
-    old lr as a constant, fails)."""
+    old lr as a constant, fails). With BatchNorm in float64 too (its policy), where the
+    difference from the unchanged lr is decided, as test_optimizer_steps decides its mutant."""
     recipe = replace(recipe_for(arch, "sgd"), momentum=0.0)
     data = batches(recipe)[:2]
     low = recipe.lr / 10
-    tf_model, arm_model = shared_weights(tensorflow, arm, arch)
-    initial = {k: v.copy() for k, v in tensorflow.get_weights(tf_model).items()}
-    after = {}
-    for side, fw, model, lrs in (("tf", tensorflow, tf_model, (recipe.lr, low)),
-                                 ("arm", arm, arm_model, (recipe.lr, low)),
-                                 ("tf unchanged", tensorflow, None, (recipe.lr, recipe.lr))):
-        if model is None:
-            model = tensorflow.build(arch, seed=0)
-            tensorflow.set_weights(model, initial)
-        optimizer = fw.make_optimizer(model, recipe)
-        for (images, labels), lr in zip(data, lrs):
-            if lr != recipe.lr:
-                fw.set_learning_rate(model, optimizer, lr)
-            fw.train_step(model, optimizer, images, labels)
-        after[side] = fw.get_weights(model)
-    check_weights(device, recipe, initial, 2, after["arm"], after["tf"],
-                  what=f"{arch.name}: weights after a step at lr {recipe.lr:g} and one at "
-                       f"{low:g}, {arm.name} vs tf")
+    initial = initial_weights(tensorflow, arch)
+    runs = {"recipe": recipe, "initial": initial}
+    unchanged = {"recipe": recipe, "initial": initial}   # TensorFlow at the unchanged lr
+    for dtype in precisions(arch):
+        tf_model, arm_model = shared_weights(tensorflow, arm, arch, dtype=dtype)
+        sides = [(runs, "tf", tensorflow, tf_model, (recipe.lr, low)),
+                 (runs, "arm", arm, arm_model, (recipe.lr, low))]
+        if dtype == precisions(arch)[-1]:   # where the unchanged lr is told apart
+            tf_unchanged = tensorflow.build(arch, seed=0, dtype=dtype)
+            tensorflow.set_weights(tf_unchanged, {k: v.astype(dtype) for k, v in initial.items()})
+            sides.append((unchanged, "tf", tensorflow, tf_unchanged, (recipe.lr, recipe.lr)))
+        for out, side, fw, model, lrs in sides:
+            optimizer = fw.make_optimizer(model, recipe)
+            for (images, labels), lr in zip(data, lrs):
+                if lr != recipe.lr:
+                    fw.set_learning_rate(model, optimizer, lr)
+                fw.train_step(model, optimizer, images.astype(dtype), labels)
+            out[side + suffix(dtype)] = ([], {2: fw.get_weights(model)})
+    what = (f"{arch.name}: weights after a step at lr {recipe.lr:g} and one at {low:g}, "
+            f"{arm.name} vs tf")
+    check_arm_weights(device, arch, runs, 2, what=what)
+    if arch.batchnorm:
+        check_float64_weights(runs, 2, runs["arm64"][1][2], what=f"{what} (float64)")
+        with pytest.raises(AssertionError, match="max abs error"):
+            check_float64_weights(unchanged, 2, runs["arm64"][1][2],
+                                  what=f"{arm.name} with its lr cut against tf at the unchanged "
+                                       "lr (float64)")
+        return
     with pytest.raises(AssertionError, match="max abs error"):
-        check_weights(device, recipe, initial, 2, after["arm"], after["tf unchanged"],
+        check_weights(device, recipe, initial, 2, runs["arm"][1][2], unchanged["tf"][1][2],
                       what=f"{arm.name} with its lr cut against tf at the unchanged lr")
 
 
@@ -225,26 +368,42 @@ EPOCH_IMAGES = 64    # four batches of 16: a short epoch, enough to cross batch 
 def test_fit_epoch_and_evaluate_match_tensorflow(tensorflow, arm, device, arch, record_property):
     """One epoch of Keras's fit on each side, in the same shuffled order, with the
     architecture's reference recipe: the same weights after its 4 steps (the optimizer-step
-    bounds for 4 steps), the same mean loss, and the same accuracy over the data."""
+    bounds for 4 steps; with BatchNorm its policy), the same mean loss, and the same accuracy
+    over the data."""
     recipe = next(r for r in RECIPES.values() if r.arch == arch.name)
     rng = np.random.default_rng(1)
     images = recipe.prepare(rng.integers(0, 256, (EPOCH_IMAGES, 32, 32, 3), dtype=np.uint8))
     labels = rng.integers(0, 10, EPOCH_IMAGES)
     order = rng.permutation(EPOCH_IMAGES)
-    tf_model, arm_model = shared_weights(tensorflow, arm, arch)
-    initial = tensorflow.get_weights(tf_model)
-    losses, weights, accuracy = {}, {}, {}
-    for side, fw, model in (("tf", tensorflow, tf_model), ("arm", arm, arm_model)):
+    steps = EPOCH_IMAGES // BATCH
+    runs = {"recipe": recipe, "initial": initial_weights(tensorflow, arch)}
+    losses, accuracy = {}, {}
+    for side, fw, model in zip(("tf", "arm"), (tensorflow, arm),
+                               shared_weights(tensorflow, arm, arch)):
         data = fw.prepare_data(model, images, labels)
         losses[side] = fw.fit_epoch(model, fw.make_optimizer(model, recipe), data, BATCH, order)
-        weights[side] = fw.get_weights(model)
+        runs[side] = ([losses[side]], {steps: fw.get_weights(model)})
         accuracy[side] = fw.evaluate(model, data, batch_size=32)
-    steps = EPOCH_IMAGES // BATCH
-    errors = check_weights(device, recipe, initial, steps, weights["arm"], weights["tf"],
-                           what=f"{arch.name} {recipe.name}: weights after one epoch, "
-                                f"{arm.name} vs tf")
+    if arch.batchnorm:
+        # The float64 references take the epoch's steps through train_step, in fit's order:
+        # Keras's fit on TensorFlow cannot train a float64 model with L2 terms (its compiled
+        # loss comes out in float32, and TensorFlow refuses to add it to the float64 L2
+        # terms). The arm's train_step is Keras's own train step, the one its fit runs.
+        batches64 = [(images[i].astype(np.float64), labels[i])
+                     for i in np.split(order, steps)]
+        for side, fw, model in zip(("tf", "arm"), (tensorflow, arm),
+                                   shared_weights(tensorflow, arm, arch, dtype="float64")):
+            runs[side + "64"] = run(fw, model, fw.make_optimizer(model, recipe), batches64)
+            runs[side + "64"][1][steps] = fw.get_weights(model)
+    errors = check_arm_weights(device, arch, runs, steps,
+                               what=f"{arch.name} {recipe.name}: weights after one epoch, "
+                                    f"{arm.name} vs tf")
     report(errors, f"{arm.name} {recipe.name} {device}-{arch.name} weights after one epoch",
            record_property)
+    if arch.batchnorm:
+        check_float64_weights(runs, steps, runs["arm64"][1][steps],
+                              what=f"{arch.name} {recipe.name}: float64 weights after one "
+                                   f"epoch, {arm.name} vs tf")
     tol = parity(device)
     compare({"epoch loss": np.array([losses["arm"]])}, {"epoch loss": np.array([losses["tf"]])},
             tol.loss, what=f"{arch.name} epoch loss, {arm.name} vs tf",
@@ -341,6 +500,9 @@ def test_out_of_memory_in_the_worker_is_an_oom(arm):
 def test_logits_catch_unpermuted_flatten(tensorflow, arm, device, arch):
     """The first dense layer's rows in torch's (C, H, W) flatten order instead of the canonical
     (H, W, C): the arm's logits then leave the bound."""
+    if arch.flatten_chw[1:] == (1, 1):
+        pytest.skip(f"{arch.name}: a 1x1 map enters Flatten, so both flatten orders agree "
+                    "(nothing to permute)")
     tf_model, arm_model = shared_weights(tensorflow, arm, arch)
     weights = tensorflow.get_weights(tf_model)
     c, h, w = arch.flatten_chw
@@ -357,8 +519,21 @@ def test_logits_catch_unpermuted_flatten(tensorflow, arm, device, arch):
 
 def test_steps_catch_missing_momentum(tensorflow, arm, device, arch):
     """The arm's SGD without the recipe's momentum: the first step is the same (Keras's
-    momentum buffer starts at zero), ten steps are far apart."""
+    momentum buffer starts at zero), ten steps are far apart. With BatchNorm decided in
+    float64, where the two sides agree (as test_optimizer_steps' default-Adam mutant)."""
     recipe = replace(recipe_for(arch, "sgd"), momentum=0.0)
+    if arch.batchnorm:
+        run_ = trajectories(tensorflow, arm, arch, "sgd")   # TensorFlow's float64 run, cached
+        model = arm.build(arch, seed=1, dtype="float64")
+        arm.set_weights(model, {k: v.astype(np.float64) for k, v in run_["initial"].items()})
+        data = [(images.astype(np.float64), labels) for images, labels in batches(recipe)]
+        _, weights = run(arm, model, arm.make_optimizer(model, recipe), data)
+        check_float64_weights(run_, 1, weights[1],
+                              what="float64 weights after 1 step without momentum")
+        with pytest.raises(AssertionError, match="max abs error"):
+            check_float64_weights(run_, STEPS, weights[STEPS],
+                                  what="float64 weights after 10 steps without momentum")
+        return
     run_ = trajectories(tensorflow, arm, arch, "sgd", recipe=recipe)
     check_weights(device, run_["recipe"], run_["initial"], 1, run_["arm"][1][1],
                   run_["tf"][1][1], what="weights after 1 step without momentum")
@@ -450,13 +625,64 @@ def test_missing_backend_skips_with_the_reason(monkeypatch):
 
 def test_an_arm_that_cannot_run_skips_its_tier_items_with_the_reason(monkeypatch):
     """The accuracy, matrix and benchmark items get an arm through fixtures.frameworks.adapter:
-    a backend that is not installed, or an architecture the workers do not support yet, is a
-    skip with the reason (and starts no worker)."""
+    a backend that is not installed is a skip with the reason (and starts no worker)."""
     real = keras_backends.importlib.util.find_spec
     monkeypatch.setattr(keras_backends.importlib.util, "find_spec",
                         lambda name, *a: None if name == "jaxlib" else real(name, *a))
     monkeypatch.setattr(keras_backends, "BackendWorker", None)   # starting one would fail loudly
     with pytest.raises(pytest.skip.Exception, match="keras-jax: jaxlib not installed"):
-        adapter("keras-jax", "cpu", models.get("lenet"))
-    with pytest.raises(pytest.skip.Exception, match="keras-torch: resnet8 has BatchNorm"):
-        adapter("keras-torch", "cpu", models.get("resnet8"))
+        adapter("keras-jax", "cpu")
+
+
+def test_resnet8_trains_a_step_on_the_tiers_adapter(arm):
+    """What the accuracy, matrix and benchmark tiers get for resnet8 on an arm (through
+    fixtures.frameworks.adapter, which no longer turns BatchNorm architectures away): it
+    builds, and one step of its recipe moves every kernel and BatchNorm's moving statistics."""
+    arch = models.get("resnet8")
+    framework = adapter(arm.name, arm.device)
+    recipe = next(r for r in RECIPES.values() if r.arch == arch.name)
+    model = framework.build(arch)
+    try:
+        before = framework.get_weights(model)
+        images, labels = batch(arch)
+        loss = framework.train_step(model, framework.make_optimizer(model, recipe), images,
+                                    labels)
+        after = framework.get_weights(model)
+    finally:
+        framework.release(model)
+    assert np.isfinite(loss), loss
+    moving = [k for k in before if k.endswith(("/kernel", "/moving_mean", "/moving_variance"))]
+    still = [k for k in moving if np.array_equal(after[k], before[k])]
+    assert not still, f"one {recipe.name} step left {still} unchanged"
+
+
+def test_float64_work_leaves_float32_runs_unchanged(arm):
+    """A float64 model's requests run under switches of their own (the worker's _float64:
+    Keras's float64 promotion kept, and JAX's x64): a float32 model's build, gradients (eager)
+    and training step (the arm's default mode: compiled on JAX) are the same bits after float64
+    work in the worker as before it. On lenet, the cheapest twin: the switches do not depend
+    on the architecture, and its dense layers are where Keras's promotion would act."""
+    arch = models.get("lenet")
+    recipe = recipe_for(arch, "adam")
+    images, labels = batch(arch)
+
+    def float32_work():
+        model = arm.build(arch, seed=7)
+        weights = arm.get_weights(model)
+        _, grads = arm.loss_and_gradients(model, images, labels, training=False)
+        arm.train_step(model, arm.make_optimizer(model, recipe), images, labels)
+        out = {"built": weights, "gradients": grads, "stepped": arm.get_weights(model)}
+        arm.release(model)
+        return out
+
+    before = float32_work()
+    model64 = arm.build(arch, seed=7, dtype="float64")
+    arm.loss_and_gradients(model64, images, labels)
+    arm.train_step(model64, arm.make_optimizer(model64, recipe), images, labels)
+    assert arm.get_weights(model64)["conv1/kernel"].dtype == np.float64
+    arm.release(model64)
+    after = float32_work()
+    for part in before:
+        compare(after[part], before[part], tolerances.EXACT,
+                what=f"{arm.name} float32 {part} after float64 work")
+        assert all(v.dtype == np.float32 for v in after[part].values()), part

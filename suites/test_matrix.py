@@ -36,7 +36,7 @@ def test_frameworks_reach_the_same_accuracy(matrix_run, load_split, data_source,
                                             progress, record_property):
     arch = models.get(matrix_run.arch)
     # A Keras-backend arm (--arm) skips here, with the reason, where it cannot run.
-    framework = adapter(matrix_run.framework, matrix_run.device, arch)
+    framework = adapter(matrix_run.framework, matrix_run.device)
     keras = adapter("tf", matrix_run.device)
     recipe = dataclasses.replace(RECIPES[matrix_run.recipe], arch=arch.name)
     train_set, test_set = load_split("trainval"), load_split("test")

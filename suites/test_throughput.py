@@ -105,7 +105,7 @@ def test_throughput(case, request, results, ceilings, protocol, progress, record
 def _arm_throughput(case, request, results, ceilings, protocol, progress, record_property):
     """A Keras-backend arm's configuration (--arm): the same protocol and row schema, timed
     inside the arm's worker (bench.run_arm_case), so pytest-benchmark records nothing."""
-    arm = adapter(case.framework, case.device, models.get(case.arch))   # a skip, with the reason
+    arm = adapter(case.framework, case.device)   # a skip, with the reason
     config = request.config
     if hasattr(config, "workerinput") or config.getoption("benchmark_disable", False):
         # As the frameworks' cases under --benchmark-disable or pytest-xdist: parallel workers

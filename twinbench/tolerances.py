@@ -166,7 +166,9 @@ def parity(device: str) -> Parity:
 # 1. the float64 twins agree within FLOAT64_TWINS: Keras computes the L2 penalty with its
 #    coefficient in float32 even in a float64 model (1e-4 -> 9.99999975e-5, 2.5e-8 relative,
 #    below U32), which moves the loss by at most U32 of itself and a kernel's gradient by
-#    U32 * 2 * l2 * |W| (measured: loss 3.4e-10 relative, gradients 4.0e-11 of max|g|);
+#    U32 * 2 * l2 * |W| (measured: loss 3.4e-10 relative, gradients 4.0e-11 of max|g|); after
+#    SGD steps with momentum, plus float64_momentum_rounding (the same float32 cast, of the
+#    momentum coefficient, on Keras's TensorFlow side only);
 # 2. per tensor, the float32 twins differ by at most BN_SAFETY x (err_tf + err_torch), each
 #    framework's float32 error against its own float64 result on the same weights and batch
 #    (the difference of two independent errors is at most their sum; the factor covers the
@@ -216,3 +218,31 @@ def float64_step_floor(recipe, steps: int, scale: float) -> float:
     if recipe.optimizer == "adam":
         floor += recipe.lr * (U32 / (1 - recipe.beta_2) + (steps - 1) * ADAM_STEP_FRACTION_CPU)
     return floor
+
+
+def float64_momentum_rounding(recipe, steps: int) -> float:
+    """The float64 runs' allowance for SGD's momentum coefficient after `steps` steps, as a
+    fraction of a tensor's largest displacement (a `scaled` term, added to FLOAT64_TWINS).
+
+    Keras on TensorFlow casts the Python-float coefficient through float32 even for float64
+    variables (as it does the L2 coefficient and Adam's betas); Keras on torch or JAX and the
+    torch twin use it as given. mu and fl32(mu) differ by d = |mu - fl32(mu)| (2.4e-8 at 0.9).
+    After n steps a displacement is lr x sum_i g_i S(n - i), S(r) = 1 + mu + ... + mu^r, and d
+    moves gradient i's share by d x S'(n - i): an element whose gradients keep their sign moves
+    by at most d x max over r < n of S'(r) / S(r) of its displacement (the oldest gradient's
+    share is the most sensitive): 4.05 d = 9.7e-8 after 10 steps at 0.9, nothing after one
+    (the velocity starts at zero). Measured (resnet8, lenet_sgd's SGD, 10 steps): the
+    Keras-backend arms' float64 displacements up to 7.5e-8 of each tensor's from TensorFlow's
+    (1.26x U32 alone; the arms and TensorFlow share the learning rate, a float32 variable in
+    Keras); the torch twin's, whose learning rate is exact too, 4.7e-8 after one step (the
+    learning rate's rounding) and 3.2e-8 after ten, where the two roundings (lr up, mu down)
+    partly cancel. Leaving the momentum out changes ten steps' displacement several-fold."""
+    if recipe.optimizer != "sgd" or not recipe.momentum:
+        return 0.0
+    mu = recipe.momentum
+    d = abs(mu - float(np.float32(mu)))
+
+    def share(r: int) -> float:   # S'(r) / S(r)
+        return (sum(j * mu ** (j - 1) for j in range(1, r + 1))
+                / sum(mu ** j for j in range(r + 1)))
+    return d * max(share(r) for r in range(steps))

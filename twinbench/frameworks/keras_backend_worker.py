@@ -19,15 +19,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import gc
 import importlib.abc
 import importlib.machinery
 import itertools
+import operator
 import os
 import sys
 import time
 import traceback
 from pathlib import Path
+
+import numpy as np
 
 if __package__ in (None, ""):
     # Run as a file, Python put this folder on the path; the imports below need the repository.
@@ -41,6 +45,9 @@ MODES = ("eager", "compiled")
 # Keras's own choice for jit_compile="auto" (keras/src/trainers/trainer.py,
 # _resolve_auto_jit_compile): compiled on JAX, eager on torch. Pinned from Keras's code.
 DEFAULT_MODE = {"jax": "compiled", "torch": "eager"}
+# The model dtypes a worker builds: float32, and float64 for the BatchNorm policy of
+# twinbench/tolerances.py (each arm's float32 error is measured against its own float64 run).
+DTYPES = ("float32", "float64")
 
 
 class Unavailable(RuntimeError):
@@ -117,7 +124,14 @@ class Worker:
                                       "of jaxlib is needed: pip install 'jax[cuda12]')")
                 # TF32 off, as the other arms: XLA would otherwise use it for float32 matmuls.
                 jax.config.update("jax_default_matmul_precision", "highest")
-        self.loss_fn = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        from keras.src.backend.common import dtypes
+        self._promotion = dtypes.BIT64_TO_BIT32_DTYPE   # Keras's float64 rule: see _float64
+        # A Keras loss computes in its own dtype (float32 unless told), whatever the logits'
+        # dtype: a float64 model needs a float64 loss (as the TensorFlow adapter's _LOSSES).
+        self.loss_fns = {
+            "float32": keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            "float64": keras.losses.SparseCategoricalCrossentropy(from_logits=True,
+                                                                  dtype="float64")}
         self.nets: dict[int, _Net] = {}
         self.optimizers: dict[int, object] = {}
         self.datasets: dict[int, tuple] = {}
@@ -150,7 +164,43 @@ class Worker:
         if handler is None:
             ops = sorted(n[3:] for n in dir(self) if n.startswith("op_"))
             raise ValueError(f"unknown request {op!r}; expected one of {', '.join(ops)}")
-        return handler(req)
+        with self._precision(op, req):
+            return handler(req)
+
+    def _precision(self, op: str, req: dict):
+        """What a float64 model's requests (its build included) run under; a float32 model's,
+        and those of no model, run exactly as before (suites/test_keras_backends.py checks
+        that they compute the same bits after float64 work)."""
+        if op == "build":
+            dtype = self.messages.text(req, "dtype")
+        elif "model" in req and int(req["model"]) in self.nets:
+            dtype = self.nets[int(req["model"])].dtype
+        else:
+            dtype = "float32"   # no model: optimizers' own variables, datasets kept as NumPy
+        return self._float64() if dtype == "float64" else contextlib.nullcontext()
+
+    @contextlib.contextmanager
+    def _float64(self):
+        """float64 as Keras computes it on TensorFlow, for the duration of one request.
+
+        Keras's type promotion turns float64 into float32 on every backend but TensorFlow
+        (keras/src/backend/common/dtypes.py, BIT64_TO_BIT32_DTYPE, "aligned with JAX's
+        default"), so a float64 model's Dense layers (ops.matmul) computed in float32: on
+        torch its logits were 3.7e-7 (lenet) and 4.1e-7 (resnet8) of max|logits| from the
+        TensorFlow twin's float64 ones, float32 rounding, where float64 agrees to 6e-16 with
+        it kept. The table entry is restored after the request. JAX also computes float64 only
+        with x64 on (off, it makes float64 arrays float32); its global switch would change
+        what float32 runs compute (Python numbers and integer arrays become 64-bit), so it is
+        on only here, through JAX's scoped switch."""
+        table = self._promotion
+        kept = table["float64"]
+        table["float64"] = "float64"
+        try:
+            with (self.jax.enable_x64(True) if self.backend == "jax"
+                  else contextlib.nullcontext()):
+                yield
+        finally:
+            table["float64"] = kept
 
     def _net(self, req) -> _Net:
         number = int(req["model"])
@@ -167,13 +217,27 @@ class Worker:
     def _no_grad(self):
         return self.torch.no_grad() if self.backend == "torch" else contextlib.nullcontext()
 
+    def _loss(self, net, labels, logits, regularization):
+        """Mean cross-entropy from logits plus the model's regularization terms (Keras's
+        kernel_regularizer): the training loss as the TensorFlow adapter's _loss, and Keras's
+        own train step, compute it."""
+        loss = self.loss_fns[net.dtype](labels, logits)
+        return loss + functools.reduce(operator.add, regularization) if regularization else loss
+
+    @staticmethod
+    def _training(req) -> bool:
+        """training=False: BatchNorm normalizes with its moving statistics (the adapters'
+        default is training mode)."""
+        return bool(req["training"]) if "training" in req else True
+
     def op_build(self, req) -> dict:
         arch = self.models.get(self.messages.text(req, "arch"))
         dtype = self.messages.text(req, "dtype")
-        if dtype != "float32":
-            raise ValueError(f"keras-{self.backend}: only float32 models are supported, got {dtype}")
+        if dtype not in DTYPES:
+            raise ValueError(f"keras-{self.backend}: unknown model dtype {dtype!r}; expected one "
+                             f"of {', '.join(DTYPES)}")
         self.keras.utils.set_random_seed(int(req["seed"]))
-        net = _Net(arch, arch.keras_model(dtype=dtype))
+        net = _Net(arch, arch.keras_model(dtype=dtype), dtype)
         number = next(self._numbers)
         self.nets[number] = net
         return {"model": number, "parameters": net.keras.count_params()}
@@ -194,48 +258,76 @@ class Worker:
             return {"logits": self._numpy(net.keras(self._tensor(req["images"]), training=False))}
 
     def op_loss(self, req) -> dict:
+        """The loss without gradients. In training mode the call updates BatchNorm's moving
+        statistics, as a training-mode call does in TensorFlow and torch (the adapters' loss)."""
         net = self._net(req)
         with self._no_grad():
-            logits = net.keras(self._tensor(req["images"]), training=True)
-            return {"loss": self._numpy(self.loss_fn(self._tensor(req["labels"]), logits))}
+            logits = net.keras(self._tensor(req["images"]), training=self._training(req))
+            # model.losses after the call: the regularization terms of the current weights
+            loss = self._loss(net, self._tensor(req["labels"]), logits, net.keras.losses)
+            return {"loss": self._numpy(loss)}
 
     def op_loss_and_gradients(self, req) -> dict:
+        """The loss and its gradient for every canonical variable, BatchNorm's moving
+        statistics included (as the TensorFlow adapter's tape watches them): zero in training
+        mode, where the batch's statistics normalize, real in inference mode. A variable the
+        loss does not depend on gets zeros, as there."""
         net = self._net(req)
         wrt_inputs = bool(req["wrt_inputs"])
         gradient_of = (self._torch_gradients if self.backend == "torch" else self._jax_gradients)
-        loss, grads, input_grad = gradient_of(net, req["images"], req["labels"], wrt_inputs)
-        names = {id(v): n for n, v in net.variables.items()}
-        out = {names[id(v)]: self._numpy(g) for v, g in zip(net.keras.trainable_variables, grads)}
+        loss, grads, input_grad = gradient_of(net, req["images"], req["labels"], wrt_inputs,
+                                              self._training(req))
+        out = {name: (np.zeros(net.variables[name].shape, net.dtype) if g is None
+                      else self._numpy(g)) for name, g in grads.items()}
         if wrt_inputs:
             out["__input__"] = self._numpy(input_grad)
         return {"loss": self._numpy(loss), **self.messages.pack("g:", out)}
 
-    def _torch_gradients(self, net, images, labels, wrt_inputs):
+    def _torch_gradients(self, net, images, labels, wrt_inputs, training):
         x = self._tensor(images)
         x.requires_grad_(wrt_inputs)
-        trainable = net.keras.trainable_variables
-        for v in trainable:
-            v.value.grad = None
-        loss = self.loss_fn(self._tensor(labels), net.keras(x, training=True))
-        loss.backward()
-        return loss.detach(), [v.value.grad for v in trainable], x.grad
+        tensors = [v.value for v in net.variables.values()]
+        # Non-trainable variables (BatchNorm's moving statistics) track no gradient; they do
+        # for this call only. A training-mode call still updates them (Keras assigns under
+        # no_grad), as in TensorFlow and torch.
+        frozen = [t for t in tensors if not t.requires_grad]
+        try:
+            for t in frozen:
+                t.requires_grad_(True)
+            logits = net.keras(x, training=training)
+            loss = self._loss(net, self._tensor(labels), logits, net.keras.losses)
+            grads = self.torch.autograd.grad(loss, tensors + ([x] if wrt_inputs else []),
+                                             allow_unused=True)   # unused: None, then zeros
+        finally:
+            for t in frozen:
+                t.requires_grad_(False)
+        return (loss.detach(), dict(zip(net.variables, grads)),
+                grads[-1] if wrt_inputs else None)
 
-    def _jax_gradients(self, net, images, labels, wrt_inputs):
+    def _jax_gradients(self, net, images, labels, wrt_inputs, training):
         model, y = net.keras, self._tensor(labels)
         trainable = [v.value for v in model.trainable_variables]
         non_trainable = [v.value for v in model.non_trainable_variables]
 
-        def loss_of(weights, x):
-            logits, updated = model.stateless_call(weights, non_trainable, x, training=True)
-            return self.loss_fn(y, logits), updated
+        def loss_of(trainable, non_trainable, x):
+            # return_losses: the regularization terms of the traced weights (model.losses
+            # would read the variables' stored values, which carry no gradient)
+            logits, updated, regularization = model.stateless_call(
+                trainable, non_trainable, x, training=training, return_losses=True)
+            return self._loss(net, y, logits, regularization), updated
 
-        (loss, updated), (grads, input_grad) = self.jax.value_and_grad(
-            loss_of, argnums=(0, 1), has_aux=True)(trainable, self._tensor(images))
-        # A training-mode call updates state (e.g. batch-norm statistics) in TensorFlow and
-        # torch; the stateless call returns it instead, so write it back to match them.
+        (loss, updated), (g_trainable, g_non_trainable, input_grad) = self.jax.value_and_grad(
+            loss_of, argnums=(0, 1, 2), has_aux=True)(trainable, non_trainable,
+                                                      self._tensor(images))
+        # A training-mode call updates state (BatchNorm's moving statistics) in TensorFlow and
+        # torch; the stateless call returns it instead, so write it back to match them (in
+        # inference mode the values come back unchanged).
         for v, value in zip(model.non_trainable_variables, updated):
             v.assign(value)
-        return loss, grads, input_grad
+        by_variable = {id(v): g for v, g in zip(
+            model.trainable_variables + model.non_trainable_variables,
+            list(g_trainable) + list(g_non_trainable))}
+        return loss, {n: by_variable[id(v)] for n, v in net.variables.items()}, input_grad
 
     # -- training ------------------------------------------------------------------------------
     def op_make_optimizer(self, req) -> dict:
@@ -272,7 +364,7 @@ class Worker:
         if mode not in MODES:
             raise ValueError(f"unknown mode {mode!r}; expected one of {', '.join(MODES)}")
         if net.compiled_with != (number, mode):
-            net.keras.compile(optimizer=self.optimizers[number], loss=self.loss_fn,
+            net.keras.compile(optimizer=self.optimizers[number], loss=self.loss_fns[net.dtype],
                               jit_compile=mode == "compiled")
             net.compiled_with = (number, mode)
         return net
@@ -363,8 +455,8 @@ class Worker:
 class _Net:
     """A Keras model and its weights by canonical name ('conv1/kernel' -> layer attribute)."""
 
-    def __init__(self, arch, model):
-        self.arch, self.keras = arch, model
+    def __init__(self, arch, model, dtype: str):
+        self.arch, self.keras, self.dtype = arch, model, dtype
         self.variables = {}
         for name in arch.canonical_shapes():
             layer, attribute = name.split("/")

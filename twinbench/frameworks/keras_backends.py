@@ -185,18 +185,6 @@ def unavailable_reason(arm: str, device: str = "cpu") -> str | None:
     return _UNAVAILABLE.get((backend, device))
 
 
-def unsupported_reason(arm: str, arch) -> str | None:
-    """Why an arm cannot run an architecture yet, or None when it can. BatchNorm architectures
-    (resnet8) are not supported: the workers' loss leaves out the L2 terms, their gradients
-    BatchNorm's moving statistics, and they take no training= mode (open; the parity suite
-    skips them with the same reason)."""
-    _backend(arm)
-    if getattr(arch, "batchnorm", False):
-        return (f"{arm}: {arch.name} has BatchNorm, which the Keras-backend workers do not "
-                "support yet (L2 terms, moving statistics, training=); open")
-    return None
-
-
 def _backend(arm: str) -> str:
     try:
         return ARMS[arm]
@@ -238,6 +226,8 @@ class KerasBackendFramework:
 
     # -- building and moving weights ---------------------------------------------------------
     def build(self, arch, seed: int = 0, dtype: str = "float32") -> TwinModel:
+        """dtype float64 too (the BatchNorm policy's float64 runs, twinbench/tolerances.py;
+        on JAX the worker turns x64 on around that model's requests only)."""
         reply = self.worker.call("build", arch=arch.name, seed=seed, dtype=dtype)
         return TwinModel(arch=arch, net=int(reply["model"]), dtype=dtype)
 
@@ -260,17 +250,23 @@ class KerasBackendFramework:
     def forward(self, model: TwinModel, images: np.ndarray) -> np.ndarray:
         return self._call(model, "forward", images=self._images(model, images))["logits"]
 
-    def loss(self, model: TwinModel, images: np.ndarray, labels: np.ndarray) -> float:
+    def loss(self, model: TwinModel, images: np.ndarray, labels: np.ndarray,
+             training: bool = True) -> float:
+        """Cross-entropy plus the model's L2 terms, without gradients; training=False:
+        BatchNorm on its moving statistics (a training-mode call updates them, as in
+        TensorFlow and torch)."""
         check_labels(labels, len(images))
         return float(self._call(model, "loss", images=self._images(model, images),
-                                labels=labels)["loss"])
+                                labels=labels, training=training)["loss"])
 
     def loss_and_gradients(self, model: TwinModel, images: np.ndarray, labels: np.ndarray,
-                           wrt_inputs: bool = False):
-        """(mean cross-entropy, {canonical weight name: gradient}); '__input__' holds dL/dx (NHWC)."""
+                           wrt_inputs: bool = False, training: bool = True):
+        """(cross-entropy plus the L2 terms, {canonical weight name: gradient}); '__input__'
+        holds dL/dx (NHWC). training=False: BatchNorm normalizes with its moving statistics
+        (which then get gradients; in training mode theirs are zero)."""
         check_labels(labels, len(images))
         reply = self._call(model, "loss_and_gradients", images=self._images(model, images),
-                           labels=labels, wrt_inputs=wrt_inputs)
+                           labels=labels, wrt_inputs=wrt_inputs, training=training)
         return float(reply["loss"]), npz_messages.unpack("g:", reply)
 
     # -- training ----------------------------------------------------------------------------
@@ -306,7 +302,8 @@ class KerasBackendFramework:
                                 labels=labels, **self._step_fields(optimizer, None))["loss"])
 
     def prepare_data(self, model: TwinModel, images: np.ndarray, labels: np.ndarray) -> int:
-        """Send prepared float32 NHWC images and labels to the worker once; a handle back."""
+        """Send prepared NHWC images (in the model's dtype) and labels to the worker once; a
+        handle back."""
         check_images(images)
         check_labels(labels, len(images))
         return int(self.worker.call("prepare_data", images=self._images(model, images),
