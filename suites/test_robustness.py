@@ -490,12 +490,16 @@ def test_pickle_bytes_in_a_result_file_are_never_unpickled(tmp_path, capsys, pro
 # ==============================================================================================
 
 WRITER = r"""
-import json, sys
+import json, sys, time
 from twinbench.results import write_row
 row = json.loads(sys.argv[2])
 row["padding"] = "x" * int(sys.argv[3])   # a large row keeps each write in progress for a while
 for seq in range(50):   # bounded: 200 MB at most, if the test never stops it
     write_row(sys.argv[1], {**row, "seq": seq})
+# On a loaded machine the test can be descheduled between seeing a row half written and sending
+# its signal, long enough for the last rows to finish: the writer then waits here, so the
+# signal still stops it (a normal exit would say nothing about interrupted writes).
+time.sleep(600)
 """
 
 
