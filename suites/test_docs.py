@@ -15,7 +15,8 @@ from twinbench.results import read_rows
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = "reports/samples/cpu-box"
 # Every directory of committed rows that the README shows a generated block of.
-README_SAMPLES = (SAMPLE, "reports/samples/cpu-box-resnet8", "reports/samples/cpu-box-arms")
+README_SAMPLES = (SAMPLE, "reports/samples/cpu-box-resnet8", "reports/samples/cpu-box-arms",
+                  "reports/samples/cpu-box-matrix")
 # The sections other files point at (docs/methodology.md#<anchor>).
 ANCHORS = ("import-order", "tolerances", "parity", "accuracy-gates", "seed-spread", "matrix",
            "throughput-protocol", "cpu-hosts", "gpu", "reference-programs", "data",
