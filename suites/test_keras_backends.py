@@ -24,7 +24,7 @@ import pytest
 from test_optimizer_steps import (CHECKPOINTS, OPTIMIZERS, STEPS, batches,
                                   check_batchnorm_weights, check_float64_weights,
                                   check_loss_trajectory, check_weights, recipe_for, run)
-from test_parity import BATCH, batch, bn_training
+from test_parity import BATCH, batch, bn_training, check_gradients
 
 import models
 from fixtures.frameworks import adapter
@@ -142,17 +142,7 @@ def test_loss_matches_tensorflow(outputs, arm, device, arch, bn_mode, record_pro
 def test_gradients_match_tensorflow(outputs, arm, device, arch, bn_mode, record_property):
     """Every canonical variable's gradient, BatchNorm's moving statistics included (zero in
     training mode, real in inference mode, on both sides)."""
-    if bn_training(arch, bn_mode):
-        # float32 within each side's own float32 error (tolerances.batchnorm_float32_floors)
-        scale = max(np.abs(g).max() for g in outputs["tf64"][2].values())
-        floors = tolerances.batchnorm_float32_floors(outputs["tf"][2], outputs["tf64"][2],
-                                                     outputs["arm"][2], outputs["arm64"][2],
-                                                     scale)
-        errors = compare(outputs["arm"][2], outputs["tf"][2], tolerances.EXACT, floor=floors,
-                         what=f"{arch.name} training-mode gradients, {arm.name} vs tf")
-    else:
-        errors = compare(outputs["arm"][2], outputs["tf"][2], parity(device).gradients,
-                         what=f"{arch.name} gradients, {arm.name} vs tf")
+    errors = check_gradients(outputs, "arm", arm.name, device, arch, bn_mode)
     report(errors, f"{where(arm, device, arch, bn_mode)} gradients", record_property)
 
 
