@@ -24,7 +24,7 @@ import pytest
 from test_optimizer_steps import (CHECKPOINTS, OPTIMIZERS, STEPS, batches,
                                   check_batchnorm_weights, check_float64_weights,
                                   check_loss_trajectory, check_weights, recipe_for, run)
-from test_parity import BATCH, batch, bn_training, check_gradients
+from test_parity import BATCH, batch, bn_training, check_float64_outputs, check_gradients
 
 import models
 from fixtures.frameworks import adapter
@@ -154,13 +154,7 @@ def test_float64_runs_agree_with_tensorflow(outputs, arm, device, arch, bn_mode,
     if not bn_training(arch, bn_mode):
         pytest.skip("float32 has its derived bounds here; float64 is needed for BatchNorm "
                     "in training mode only")
-    tf64, arm64 = outputs["tf64"], outputs["arm64"]
-    scale = max(np.abs(g).max() for g in tf64[2].values())
-    floors = {k: tolerances.zero_gradient_floor(tolerances.U64, scale) for k in tf64[2]}
-    errors = compare({"logits": arm64[0], "loss": np.array([arm64[1]]), **arm64[2]},
-                     {"logits": tf64[0], "loss": np.array([tf64[1]]), **tf64[2]},
-                     tolerances.FLOAT64_TWINS, floor=floors,
-                     what=f"{arch.name} float64 runs, {arm.name} vs tf")
+    errors = check_float64_outputs(outputs, "arm", arm.name, arch)
     report(errors, f"{arm.name} {device}-{arch.name} float64", record_property)
 
 

@@ -106,14 +106,21 @@ def test_float64_twins_agree(outputs, arch, bn_mode, record_property):
     if not bn_training(arch, bn_mode):
         pytest.skip("float32 has its derived bounds here; float64 is needed for BatchNorm "
                     "in training mode only")
-    tf64, torch64 = outputs["tf64"], outputs["torch64"]
+    errors = check_float64_outputs(outputs, "torch", "torch", arch)
+    report(errors, f"parity {arch.name} float64", record_property)
+
+
+def check_float64_outputs(outputs, side: str, label: str, arch):
+    """outputs[side + "64"]'s logits, loss and gradients against TensorFlow's float64 run,
+    within FLOAT64_TWINS (a gradient near zero: float64 rounding of the largest one). The
+    Keras-backend arms' suite calls it with its own side."""
+    tf64, other64 = outputs["tf64"], outputs[side + "64"]
     scale = max(np.abs(g).max() for g in tf64[2].values())
     floors = {k: tolerances.zero_gradient_floor(tolerances.U64, scale) for k in tf64[2]}
-    errors = compare({"logits": torch64[0], "loss": np.array([torch64[1]]), **torch64[2]},
-                     {"logits": tf64[0], "loss": np.array([tf64[1]]), **tf64[2]},
-                     tolerances.FLOAT64_TWINS, floor=floors,
-                     what=f"{arch.name} float64 twins, torch vs tf")
-    report(errors, f"parity {arch.name} float64", record_property)
+    return compare({"logits": other64[0], "loss": np.array([other64[1]]), **other64[2]},
+                   {"logits": tf64[0], "loss": np.array([tf64[1]]), **tf64[2]},
+                   tolerances.FLOAT64_TWINS, floor=floors,
+                   what=f"{arch.name} float64 runs, {label} vs tf")
 
 
 # -- the checks can fail ------------------------------------------------------------------------
