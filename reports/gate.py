@@ -47,7 +47,8 @@ FAMILY_ALPHA = 0.05
 # The drop a user must hear about, per device class. GPU: 5%, the precision a GPU gate is
 # asked for (issue 13); CPU: 15%, because shared 2-core VMs drift 8-17% between single runs
 # (docs/methodology.md#regression-gate): a 15% drop is about 3 between-run deviations there.
-# Provisional until the calibration runs (scripts/gate_calibration.py) measure the spread.
+# Provisional: the calibration (docs/methodology.md#regression-gate) measured a run spread of
+# 8.6-19.7% on the CPU box, where the gate mostly cannot resolve 15% at 10 + 3 runs.
 PRACTICAL_THRESHOLD = {"cpu": 0.15, "gpu": 0.05}
 # Only drops of at least this fraction of T can fail: a tiny but consistent slowdown is shown,
 # not failed; half rather than all of T, so that a regression of exactly T, whose observed

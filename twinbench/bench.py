@@ -76,8 +76,8 @@ class Protocol:
         return max(1, min(self.max_iterations, round(self.round_s / step_s)))
 
 
-# Quick: enough rounds for the gate's spread estimate, short enough that the whole quick tier
-# (8 configurations on the 2-core CPU box) takes about a minute of timed work.
+# Quick: enough rounds for the gate's spread estimate, short enough that the quick tier's 12
+# timed configurations take about half a minute on the 2-core CPU box.
 QUICK = Protocol(rounds=7, warmup_rounds=1, round_s=0.2)
 # Full: 12 rounds of about 0.25 s (about 4 s a configuration, so that the 24 torch GPU
 # configurations fit a few minutes). On the H100 single timed blocks varied by 5-8%
