@@ -4,6 +4,7 @@ detections of `python -m reports gate`, with the numbers of runs that take
 
     python scripts/gate_calibration.py measure --out DIR            # the benchmark runs
     python scripts/gate_calibration.py analyze --out DIR            # the gate decisions, a table
+    python scripts/gate_calibration.py drift --out DIR              # plain runs vs the baseline
     python scripts/gate_calibration.py measure --out DIR --dry-run  # what it would run, and how long
 
 `measure` runs the quick tier's gated benchmarks (`python -m pytest
@@ -26,7 +27,9 @@ prints the time this takes at the minutes per run below. Run it on a quiet machi
 from __future__ import annotations
 
 import argparse
+import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -156,11 +159,41 @@ def analyze(args) -> int:
     return 0
 
 
+def drift(args) -> int:
+    """Per configuration: the plain runs' median against the baseline's, over the whole
+    measurement and per third of it (in run order), and the spread of the plain runs. A rank
+    test assumes the runs of both sides exchangeable; a drift after the baseline breaks that."""
+    from reports.load import measurements
+    def medians(kind):
+        out = {}
+        for d in _run_dirs(args.out / kind):
+            for config, m in measurements(read_rows([d])).items():
+                out.setdefault(config, []).extend(m.run_medians)
+        return out
+    base, plain = medians("baseline"), medians("plain")
+    rows = []
+    for c, b in base.items():
+        p = plain.get(c, [])
+        if len(p) < 3:
+            continue
+        ref = statistics.median(b)
+        k = len(p) // 3
+        thirds = [statistics.median(p[i * k:(i + 1) * k]) / ref for i in range(3)]
+        rows.append([c.framework, c.arch, c.phase, str(len(b)), str(len(p)),
+                     f"{statistics.median(p) / ref:.3f}", " / ".join(f"{t:.3f}" for t in thirds),
+                     f"{statistics.stdev(math.log(x) for x in p):.1%}"])
+    print(Table(["framework", "arch", "phase", "baseline runs", "plain runs",
+                 "plain / baseline (median)", "per third, in run order",
+                 "plain runs' spread (sd of logs)"], rows,
+                ["left"] * 3 + ["right"] * 5).markdown())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = parser.add_subparsers(dest="command", required=True)
-    for name, func in (("measure", measure), ("analyze", analyze)):
+    for name, func in (("measure", measure), ("analyze", analyze), ("drift", drift)):
         p = sub.add_parser(name)
         p.add_argument("--out", type=Path, required=True, help="directory of the runs")
         p.add_argument("--current", type=int, default=CURRENT_RUNS,

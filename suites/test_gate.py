@@ -398,6 +398,26 @@ def test_calibration_script_dry_run_lists_the_runs_it_would_make(tmp_path, capsy
         "baseline/000", "baseline/001", "plain/000", "slow/000", "plain/001", "slow/001"]
 
 
+def test_calibration_drift_shows_a_slow_stretch_after_the_baseline(tmp_path, capsys):
+    """9 plain runs whose middle three run 20% slow (a known drift): the middle third reads
+    about 0.80 of the baseline, the other two about 1.00."""
+    script = _calibration_script()
+    machine = fake_machine()
+    write_runs(tmp_path / "baseline" / "000", machine, 1, runs=4, drift=0.002, side="base")
+    for i in range(9):
+        write_runs(tmp_path / "plain" / f"{i:03d}", machine, 10 + i, runs=1, drift=0.002,
+                   slowdown=0.2 if 3 <= i < 6 else 0.0, side="plain")
+    assert script.main(["drift", "--out", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()[2:]   # below the header and its rule
+    assert len(lines) == len(GATE_CONFIGS), lines
+    for line in lines:
+        thirds = [float(t) for t in line.split("|")[7].split("/")]
+        # a run's median of 7 rounds at 3% CV is known to about 1.4%, a ratio of two such
+        # medians to about 2%: +-0.06 is 3 sigma, and still keeps 0.80 and 1.00 apart
+        assert abs(thirds[0] - 1) < 0.06 and abs(thirds[1] - 0.8) < 0.06 \
+            and abs(thirds[2] - 1) < 0.06, line
+
+
 # --------------------------------------------------------------------------------------
 # `python -m reports spread`: the drift between runs, measured, and the runs a gate needs
 # --------------------------------------------------------------------------------------
