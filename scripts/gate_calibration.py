@@ -40,6 +40,7 @@ sys.path.insert(0, str(ROOT))
 from reports.gate import (BASELINE_RUNS, CANNOT_RESOLVE, CURRENT_RUNS,  # noqa: E402
                           EXIT_CANNOT_RESOLVE, EXIT_REGRESSION, REGRESSION, GateInputError,
                           run_gate)
+from reports.load import measurements  # noqa: E402
 from reports.tables import Table  # noqa: E402
 from twinbench.results import read_rows  # noqa: E402
 from twinbench.slowdown import ENV as SLOWDOWN_ENV  # noqa: E402
@@ -163,7 +164,6 @@ def drift(args) -> int:
     """Per configuration: the plain runs' median against the baseline's, over the whole
     measurement and per third of it (in run order), and the spread of the plain runs. A rank
     test assumes the runs of both sides exchangeable; a drift after the baseline breaks that."""
-    from reports.load import measurements
     def medians(kind):
         out = {}
         for d in _run_dirs(args.out / kind):
