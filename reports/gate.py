@@ -1,31 +1,44 @@
 """`gate`: fail when throughput regressed beyond the drift between runs (docs/methodology.md#regression-gate).
 
 Inputs: a baseline of several runs and a current set of runs of the same machine, each run a
-pytest session (rows of one session share a `run_id`). For each configuration:
+pytest session (rows of one session share a `run_id`). Two designs:
+
+- unpaired (default): a baseline recorded once (10 runs) and reused, 4 current runs per job;
+- paired (`--paired`): one job measures the baseline build and the current build alternately
+  (scripts/paired_runs.py: B C, C B, B C, ...); the i-th runs of the two sides (in run order)
+  form a pair, and a drift of the machine, which moves both members of a pair, cancels in
+  their ratio. On a host that drifts between runs only this design holds its false-alarm rate.
+
+For each configuration, and for each device class's suite score (the geometric mean over its
+compared configurations, per run), the hypotheses of one CI run:
 
 1. one replicate per run: the run's median round (rounds inside one run share its clocks,
    thermals and neighbours, so they never stand for independent runs);
-2. the change: median of the current run medians / median of the baseline run medians - 1;
-3. the test: exact one-sided Mann-Whitney on the run medians, "current slower than baseline".
-   Rank-based, so its false-alarm rate holds for any distribution of the run figures at any
-   small number of runs (a t-test on 4 runs leans on normality it cannot check; a bootstrap
-   of 4 runs underestimates the spread and alarms too often);
-4. the family: Holm's correction over all compared configurations of the CI run, so the
-   chance that a run of the same code fails anywhere is at most FAMILY_ALPHA;
-5. the practical threshold T, per device class (PRACTICAL_THRESHOLD): a configuration
-   regresses when Holm rejects AND its median dropped by at least half of T (significant but
-   smaller drops are reported, not failed). The gate must be able to see a drop of T: the
-   "allowed drop" is the drop caught with POWER probability at the spread between the
-   baseline's runs (the standard deviation of their log medians); when it exceeds T, or the
-   runs are too few for any p-value to reach Holm's first threshold, the configuration
-   cannot be resolved.
+2. the change: median of the current run medians / median of the baseline run medians - 1
+   (paired: the median pair ratio - 1);
+3. the test: exact one-sided Mann-Whitney on the run medians, "current slower than baseline"
+   (paired: exact one-sided Wilcoxon signed-rank on the log pair ratios). Rank-based, so its
+   false-alarm rate holds for any distribution of the run figures at any small number of
+   runs (a t-test on 4 runs leans on normality it cannot check; a bootstrap of 4 runs
+   underestimates the spread and alarms too often);
+4. the family: weighted Holm over all hypotheses of the CI run, the suite scores sharing
+   SUITE_ALPHA_SHARE of alpha and the configurations the rest, so the chance that a run of
+   the same code fails anywhere is at most FAMILY_ALPHA;
+5. the practical threshold T, per device class (PRACTICAL_THRESHOLD): a hypothesis regresses
+   when Holm rejects AND its median dropped by at least half of T (significant but smaller
+   drops are reported, not failed). The gate must be able to see a drop of T: the "allowed
+   drop" is the drop caught with POWER probability at the spread between the baseline's runs
+   (the standard deviation of their log medians; paired: of the log pair ratios); when it
+   exceeds T, or the runs are too few for any p-value to reach the hypothesis's Holm share,
+   it cannot be resolved.
 
-Outcomes, each with an exit code (reports/__main__.py) and one line per configuration:
-pass (0), regression (1: any configuration regressed), cannot-resolve (3: none regressed but
-some configuration could not be resolved: too few runs, allowed drop above T, missing in the
-current runs (a whole framework or mode missing is named), out of memory in some runs and
-not others). Inputs that cannot be gated at all (other hardware, malformed rows, a baseline
-with an injected slowdown) exit 2 through GateInputError.
+Outcomes, each with an exit code (reports/__main__.py) and one line per configuration and
+suite score: pass (0), regression (1: any configuration or suite score regressed),
+cannot-resolve (3: none regressed but something could not be resolved: too few runs, allowed
+drop above T, missing in the current runs (a whole framework or mode missing is named), out
+of memory in some runs and not others). Inputs that cannot be gated at all (other hardware,
+malformed rows, a baseline with an injected slowdown, paired sides of unequal run counts)
+exit 2 through GateInputError.
 """
 from __future__ import annotations
 
@@ -75,11 +88,14 @@ class GateInputError(Exception):
 @dataclass(frozen=True)
 class RunComparison:
     """The run-level figures of one configuration (both sides measured in every run)."""
-    baseline: tuple[float, ...]     # run medians, img/s
+    baseline: tuple[float, ...]     # run medians, img/s (paired: in run order)
     current: tuple[float, ...]
-    change: float                   # median(current) / median(baseline) - 1
-    p_value: float                  # exact one-sided Mann-Whitney, before Holm
-    spread: float | None            # std of log run medians of the baseline (None: < 2 runs)
+    change: float                   # unpaired: median(current) / median(baseline) - 1;
+                                    # paired: exp(median of log(current / baseline)) - 1
+    p_value: float                  # exact one-sided Mann-Whitney (paired: signed-rank), before Holm
+    spread: float | None            # unpaired: std of log run medians of the baseline;
+                                    # paired: std of the log pair ratios (None: < 2 runs)
+    paired: bool = False
 
 
 def compare_runs(baseline_medians, current_medians) -> RunComparison:
@@ -88,6 +104,19 @@ def compare_runs(baseline_medians, current_medians) -> RunComparison:
         raise ValueError("each side needs at least one run")
     return RunComparison(b, c, statistics.median(c) / statistics.median(b) - 1,
                          stats.slower_p_value(b, c), stats.log_spread(b))
+
+
+def compare_pairs(baseline_medians, current_medians) -> RunComparison:
+    """Paired design: the i-th current run was measured next to the i-th baseline run (one job
+    alternating the two builds), so a drift of the machine moves both members of a pair and
+    cancels in their ratio; only the ratios enter the test."""
+    b, c = tuple(baseline_medians), tuple(current_medians)
+    if not b or len(b) != len(c):
+        raise ValueError(f"pairs need as many current as baseline runs (got {len(b)} and {len(c)})")
+    ratios = [np.log(y / x) for x, y in zip(b, c)]
+    spread = float(np.std(ratios, ddof=1)) if len(ratios) > 1 else None
+    return RunComparison(b, c, float(np.expm1(statistics.median(ratios))),
+                         stats.slower_paired_p_value(ratios), spread, paired=True)
 
 
 @functools.lru_cache(maxsize=None)
@@ -119,6 +148,29 @@ def allowed_drop(m: int, n: int, level: float, spread: float, floor: float) -> f
     return float(-np.expm1(-np.quantile(needed, POWER)))
 
 
+@functools.lru_cache(maxsize=None)
+def _paired_detection_draws(n: int, w_crit: int) -> tuple[np.ndarray, np.ndarray]:
+    """For simulated standard normal pair ratios (n; seeded), in units of the spread: the
+    smallest log shift at which W+ <= w_crit, and the median ratio before any shift."""
+    z = np.random.default_rng(_POWER_SEED).standard_normal((_POWER_SIMULATIONS, n))
+    # W+ equals the number of positive Walsh averages (z_i + z_j) / 2, i <= j; after a shift t
+    # it counts those above t, so W+ <= w_crit once t reaches the (w_crit + 1)-th largest.
+    i, j = np.triu_indices(n)
+    walsh = np.sort((z[:, i] + z[:, j]) / 2, axis=1)
+    return walsh[:, -(w_crit + 1)], np.median(z, axis=1)
+
+
+def allowed_drop_paired(n: int, level: float, spread: float, floor: float) -> float | None:
+    """allowed_drop for the paired rule: n pairs whose log ratios spread by `spread` (normal,
+    a planning figure as above). None when no p-value of n pairs reaches `level`."""
+    w_crit = stats.critical_w(n, level)
+    if w_crit is None:
+        return None
+    rank_shift, median_ratio = _paired_detection_draws(n, w_crit)
+    needed = np.maximum(spread * rank_shift, -np.log1p(-floor) + spread * median_ratio)
+    return float(-np.expm1(-np.quantile(needed, POWER)))
+
+
 @dataclass(frozen=True)
 class Verdict:
     config: Config
@@ -130,39 +182,89 @@ class Verdict:
     change: float | None = None
     p_value: float | None = None
     allowed_drop: float | None = None
+    spread: float | None = None     # RunComparison.spread
 
     def line(self) -> str:
-        return f"{' '.join(self.config.cells())}: {self.outcome.upper()}: {self.reason}"
+        return f"{' '.join(cells(self.config))}: {self.outcome.upper()}: {self.reason}"
+
+
+# The suite score of a device class: the geometric mean of all its compared configurations
+# per run (paired: of their pair ratios), gated beside them as one more hypothesis. The drift
+# of a shared host is mostly common to every configuration of a run, so the suite score is no
+# steadier than one configuration, but a change that slows every step (a slower build, a
+# dependency bump, the injected slowdown) moves all of them: the suite catches it at run
+# counts where single configurations cannot be resolved (docs/methodology.md#regression-gate).
+SUITE = "all"
+# Share of the family's alpha given to the suite scores (weighted Holm); the configurations
+# share the rest equally. Half: with it 8-10 pairs resolve a 15% suite drop at the spread of
+# the CPU box, where an equal share among 13 hypotheses would need 12-14.
+SUITE_ALPHA_SHARE = 0.5
+
+
+def suite_config(device: str) -> Config:
+    return Config(SUITE, SUITE, device, SUITE, SUITE, 0, SUITE)
+
+
+def is_suite(config: Config) -> bool:
+    return config.framework == SUITE
+
+
+def cells(config: Config) -> list[str]:
+    if is_suite(config):
+        return ["all", "suite score", config.device, "all", "all", "all", "all"]
+    return config.cells()
+
+
+def holm_weights(configs) -> dict[Config, float]:
+    """Weights of the weighted Holm family: SUITE_ALPHA_SHARE split among the suite scores,
+    the rest among the configurations (all equal when there is no suite score)."""
+    suites = [c for c in configs if is_suite(c)]
+    singles = [c for c in configs if not is_suite(c)]
+    if not suites or not singles:
+        return dict.fromkeys(configs, 1 / max(len(configs), 1))
+    return {**dict.fromkeys(suites, SUITE_ALPHA_SHARE / len(suites)),
+            **dict.fromkeys(singles, (1 - SUITE_ALPHA_SHARE) / len(singles))}
 
 
 def decide(compared: dict[Config, RunComparison], *, alpha: float = FAMILY_ALPHA,
            thresholds: dict[str, float] | None = None) -> dict[Config, Verdict]:
     """The decision rule on run-level figures (steps 3-5 of the module docstring) for every
-    configuration measured in all runs of both sides: the family of one CI run."""
+    configuration measured in all runs of both sides, and the suite scores: the family of one
+    CI run."""
     thresholds = {**PRACTICAL_THRESHOLD, **(thresholds or {})}
-    rejected = stats.holm({c: r.p_value for c, r in compared.items()}, alpha)
-    level = alpha / max(len(compared), 1)       # Holm's first (strictest) threshold
+    weights = holm_weights(compared)
+    rejected = stats.holm({c: r.p_value for c, r in compared.items()}, alpha, weights)
     verdicts = {}
     for config, r in compared.items():
+        level = alpha * weights[config]        # its strictest Holm threshold
         threshold = thresholds[config.device]
         floor = FLOOR_FRACTION * threshold
         m, n = len(r.baseline), len(r.current)
-        allowed = None if r.spread is None else allowed_drop(m, n, level, r.spread, floor)
+        if r.spread is None:
+            allowed = None
+        elif r.paired:
+            allowed = allowed_drop_paired(n, level, r.spread, floor)
+        else:
+            allowed = allowed_drop(m, n, level, r.spread, floor)
         figures = dict(runs=(m, n), baseline_median=statistics.median(r.baseline),
                        current_median=statistics.median(r.current), change=r.change,
-                       p_value=r.p_value, allowed_drop=allowed)
+                       p_value=r.p_value, allowed_drop=allowed, spread=r.spread)
+        best_p = stats.smallest_paired_p_value(n) if r.paired else stats.smallest_p_value(m, n)
         if rejected[config] and -r.change >= floor:
             outcome, reason = REGRESSION, (f"{-r.change:.1%} slower, p = {r.p_value:.2g} "
                                            f"significant after Holm over {len(compared)}")
         elif allowed is None:
+            runs = f"{n} pairs" if r.paired else f"{m} baseline and {n} current"
+            advice = ("take more pairs" if r.paired else
+                      f"take {BASELINE_RUNS} baseline and {CURRENT_RUNS} current runs")
             outcome, reason = CANNOT_RESOLVE, (
-                f"too few runs: {m} baseline and {n} current give at best p = "
-                f"{stats.smallest_p_value(m, n):.2g}, Holm over {len(compared)} needs "
-                f"<= {level:.2g} (take {BASELINE_RUNS} baseline and {CURRENT_RUNS} current runs)")
+                f"too few runs: {runs} give at best p = {best_p:.2g}, its Holm share needs "
+                f"<= {level:.2g} ({advice})")
         elif allowed > threshold:
+            what = "pair ratios spread" if r.paired else "runs spread"
             outcome, reason = CANNOT_RESOLVE, (
                 f"allowed drop {allowed:.1%} exceeds the practical threshold {threshold:.0%}: "
-                f"runs spread {r.spread:.1%}, add runs or quiet the machine")
+                f"{what} {r.spread:.1%}, add runs or quiet the machine")
         else:
             small = " (significant, below the practical floor)" if rejected[config] else ""
             outcome, reason = PASS, (f"change {r.change:+.1%} within the allowed drop "
@@ -244,7 +346,7 @@ class GateResult:
     def table(self) -> Table:
         rows = []
         for v in self.verdicts:
-            rows.append([*v.config.cells(), f"{v.runs[0]} / {v.runs[1]}",
+            rows.append([*cells(v.config), f"{v.runs[0]} / {v.runs[1]}",
                          DASH if v.baseline_median is None else fmt_rate(v.baseline_median),
                          DASH if v.current_median is None else fmt_rate(v.current_median),
                          DASH if v.change is None else f"{100 * v.change:+.1f}%",
@@ -254,10 +356,11 @@ class GateResult:
         return Table(GATE_HEADERS, rows, ["left"] * 7 + ["right"] * 6 + ["left"] * 2)
 
     def summary(self) -> str:
-        return (f"{len(self.verdicts)} configuration(s): {self.count(PASS)} pass, "
-                f"{self.count(REGRESSION)} regression, {self.count(CANNOT_RESOLVE)} cannot "
-                f"resolve; family-wise false-alarm rate <= {self.alpha:g} (Holm) -> exit "
-                f"{self.exit_code}")
+        suites = sum(1 for v in self.verdicts if is_suite(v.config))
+        return (f"{len(self.verdicts) - suites} configuration(s) and {suites} suite score(s): "
+                f"{self.count(PASS)} pass, {self.count(REGRESSION)} regression, "
+                f"{self.count(CANNOT_RESOLVE)} cannot resolve; family-wise false-alarm rate "
+                f"<= {self.alpha:g} (weighted Holm) -> exit {self.exit_code}")
 
 
 GATE_HEADERS = [*Config.COLUMNS, "runs (base / cur)", "baseline img/s", "current img/s",
@@ -290,10 +393,52 @@ def _injected(rows: list[dict]) -> set[float]:
     return {r["injected_slowdown"]["fraction"] for r in rows if r.get("injected_slowdown")}
 
 
+def _by_run(m: Measurement) -> dict[str, float]:
+    """Run id -> the run's median, in run order (run ids start with their UTC start time)."""
+    return {run: statistics.median(m.runs[run]) for run in sorted(m.runs) if m.runs[run]}
+
+
+def _pair_runs(baseline_rows: list[dict], current_rows: list[dict]) -> list[str]:
+    """Check the paired design's inputs; notes about them. GateInputError when the sides
+    hold different numbers of runs (pairs are formed in run order: i-th with i-th)."""
+    ids = [sorted({r["run_id"] for r in rows if r["kind"] == "throughput"})
+           for rows in (baseline_rows, current_rows)]
+    if len(ids[0]) != len(ids[1]):
+        raise GateInputError(f"--paired needs as many current as baseline runs, measured "
+                             f"alternately in one job; got {len(ids[0])} baseline and "
+                             f"{len(ids[1])} current runs")
+    if ids[0] and (ids[0][-1] < ids[1][0] or ids[1][-1] < ids[0][0]):
+        return ["paired runs are not interleaved: every run of one side started before every "
+                "run of the other, so a drift of the machine is not cancelled by pairing "
+                "(alternate the two builds in one job)"]
+    return []
+
+
+def suite_comparisons(base: dict[Config, Measurement], cur: dict[Config, Measurement],
+                      configs, paired: bool) -> dict[Config, RunComparison]:
+    """Per device class with two or more compared configurations: the suite score, the
+    geometric mean of the run medians of all its compared configurations, per run."""
+    out = {}
+    for device in sorted({c.device for c in configs}):
+        members = [c for c in configs if c.device == device]
+        if len(members) < 2:
+            continue
+        sides = []
+        for side in (base, cur):
+            per_run = [_by_run(side[c]) for c in members]
+            runs = sorted(set.intersection(*(set(r) for r in per_run)))
+            sides.append([float(np.exp(np.mean([np.log(r[run]) for r in per_run])))
+                          for run in runs])
+        out[suite_config(device)] = (compare_pairs if paired else compare_runs)(*sides)
+    return out
+
+
 def run_gate(baseline_rows: list[dict], current_rows: list[dict], *, alpha: float = FAMILY_ALPHA,
              thresholds: dict[str, float] | None = None,
-             allow_different_hardware: bool = False) -> GateResult:
-    """Gate every configuration (rule in the module docstring)."""
+             allow_different_hardware: bool = False, paired: bool = False) -> GateResult:
+    """Gate every configuration and the suite scores (rule in the module docstring).
+    paired: the i-th baseline and i-th current runs (in run order) were measured next to each
+    other, alternating the two builds in one job; the test then reads the pair ratios."""
     notes = []
     if _injected(baseline_rows):
         raise GateInputError(f"the baseline carries an injected slowdown of "
@@ -306,6 +451,8 @@ def run_gate(baseline_rows: list[dict], current_rows: list[dict], *, alpha: floa
     if not allow_different_hardware:
         notes.append("same hardware, compared on: "
                      + check_same_hardware(baseline_rows, current_rows))
+    if paired:
+        notes += _pair_runs(baseline_rows, current_rows)
     base, cur = measurements(baseline_rows), measurements(current_rows)
     side_runs = (_run_count(baseline_rows), _run_count(current_rows))
     verdicts: dict[Config, Verdict] = {}
@@ -314,11 +461,15 @@ def run_gate(baseline_rows: list[dict], current_rows: list[dict], *, alpha: floa
         failed = _failure_verdict(config, base.get(config), cur.get(config), side_runs)
         if failed is not None:
             verdicts[config] = failed
+        elif paired:
+            b, c = _by_run(base[config]), _by_run(cur[config])
+            compared[config] = compare_pairs(list(b.values()), list(c.values()))
         else:
             compared[config] = compare_runs(base[config].run_medians, cur[config].run_medians)
+    compared.update(suite_comparisons(base, cur, list(compared), paired))
     verdicts.update(decide(compared, alpha=alpha, thresholds=thresholds))
-    ordered = [verdicts[c] for c in sorted(verdicts, key=Config.sort_key)]
-    return GateResult(ordered, missing_families(base, cur), notes, alpha)
+    ordered = sorted(verdicts, key=lambda c: (is_suite(c), Config.sort_key(c)))
+    return GateResult([verdicts[c] for c in ordered], missing_families(base, cur), notes, alpha)
 
 
 # -- command line (`python -m reports gate`) ---------------------------------------------------
@@ -335,6 +486,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help=f"baseline results (several runs; {BASELINE_RUNS} recommended)")
     parser.add_argument("--current", required=True,
                         help=f"current results (several runs; {CURRENT_RUNS} recommended)")
+    parser.add_argument("--paired", action="store_true",
+                        help="the i-th baseline and i-th current runs were measured next to each "
+                             "other (one job alternating the two builds): test the pair ratios, "
+                             "which cancels the drift of the machine; equal run counts needed")
     parser.add_argument("--allow-different-hardware", action="store_true",
                         help="compare even when the machines differ (never in CI)")
     parser.add_argument("--threshold", type=_fraction, metavar="FRACTION",
@@ -359,7 +514,8 @@ def command(args, stderr) -> int:
     thresholds = None if args.threshold is None else dict.fromkeys(PRACTICAL_THRESHOLD, args.threshold)
     try:
         result = run_gate(baseline, current, alpha=args.alpha, thresholds=thresholds,
-                          allow_different_hardware=args.allow_different_hardware)
+                          allow_different_hardware=args.allow_different_hardware,
+                          paired=args.paired)
     except GateInputError as exc:
         stderr(f"error: {exc}")
         return EXIT_INPUT_ERROR

@@ -6,7 +6,8 @@ Input: several runs (pytest sessions) of the benchmark tier on ONE machine, e.g.
 tier run R times. Per configuration: the runs, the between-run spread (standard deviation of
 the log run medians, reports.stats.log_spread), the typical within-run spread of single
 rounds, and for 10 / 15 / 20 baseline runs the fewest current runs whose allowed drop
-(reports.gate.allowed_drop, 80% power, Holm's first threshold over the configurations) stays
+(reports.gate.allowed_drop, 80% power, a configuration's strictest threshold in the gate's
+weighted Holm: alpha x (1 - SUITE_ALPHA_SHARE) / configurations) stays
 within the practical threshold T of the device class. The worst configuration decides.
 """
 from __future__ import annotations
@@ -14,7 +15,8 @@ from __future__ import annotations
 import statistics
 
 from reports import stats
-from reports.gate import FAMILY_ALPHA, FLOOR_FRACTION, PRACTICAL_THRESHOLD, allowed_drop
+from reports.gate import (FAMILY_ALPHA, FLOOR_FRACTION, PRACTICAL_THRESHOLD, SUITE_ALPHA_SHARE,
+                          allowed_drop)
 from reports.load import by_machine, machine_labels, measurements
 from reports.tables import Table
 
@@ -25,7 +27,7 @@ MAX_CURRENT = 10
 def current_runs_needed(spread: float, threshold: float, configurations: int,
                         baseline: int) -> int | None:
     """Fewest current runs (<= MAX_CURRENT) whose allowed drop is within `threshold`."""
-    level = FAMILY_ALPHA / configurations
+    level = FAMILY_ALPHA * (1 - SUITE_ALPHA_SHARE) / configurations
     for n in range(2, MAX_CURRENT + 1):
         drop = allowed_drop(baseline, n, level, spread, threshold * FLOOR_FRACTION)
         if drop is not None and drop <= threshold:

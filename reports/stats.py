@@ -124,15 +124,87 @@ def critical_u(m: int, n: int, level: float) -> int | None:
     return best
 
 
-def holm(p_values: dict, alpha: float) -> dict:
+def holm(p_values: dict, alpha: float, weights: dict | None = None) -> dict:
     """Holm's step-down correction: key -> rejected, with family-wise error rate <= alpha
-    whatever the dependence between the tests. The i-th smallest p (0-based) of k is compared
-    with alpha / (k - i); the first one that fails stops the rejections."""
-    ordered = sorted(p_values, key=p_values.get)
+    whatever the dependence between the tests. Unweighted, the i-th smallest p (0-based) of k
+    is compared with alpha / (k - i); the first one that fails stops the rejections. Weighted
+    (Holm 1979, weights > 0): hypotheses are taken in order of p / weight and each is compared
+    with alpha x its weight / the total weight of those not yet rejected."""
+    weights = weights or dict.fromkeys(p_values, 1.0)
+    ordered = sorted(p_values, key=lambda key: p_values[key] / weights[key])
     rejected = dict.fromkeys(p_values, False)
-    k = len(ordered)
-    for i, key in enumerate(ordered):
-        if p_values[key] > alpha / (k - i):
+    remaining = sum(weights[key] for key in p_values)
+    for key in ordered:
+        if p_values[key] > alpha * weights[key] / remaining:
             break
         rejected[key] = True
+        remaining -= weights[key]
     return rejected
+
+
+# -- paired runs (baseline and current interleaved in one job) ---------------------------------
+
+def _midranks(values) -> list[float]:
+    """Ranks 1..n of values, ties sharing the mean of their ranks."""
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    i = 0
+    while i < len(order):
+        j = i
+        while j + 1 < len(order) and values[order[j + 1]] == values[order[i]]:
+            j += 1
+        for k in range(i, j + 1):
+            ranks[order[k]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+@functools.lru_cache(maxsize=None)
+def _signed_rank_null_counts(doubled_ranks: tuple[int, ...]) -> dict[int, int]:
+    """counts[s] = number of the 2^n equally likely sign patterns whose positive items' doubled
+    ranks sum to s (doubled, so that midranks of ties stay integers)."""
+    counts = {0: 1}
+    for r in doubled_ranks:
+        grown: dict[int, int] = {}
+        for s, c in counts.items():
+            grown[s] = grown.get(s, 0) + c            # this item negative
+            grown[s + r] = grown.get(s + r, 0) + c    # this item positive
+        counts = grown
+    return counts
+
+
+def slower_paired_p_value(differences) -> float:
+    """Exact one-sided Wilcoxon signed-rank p-value for "current is slower", from the paired
+    differences log(current run / its baseline run) (negative: slower).
+
+    Under "no change" each pair's two runs are exchangeable (which of the two came from the
+    baseline is a coin toss as far as the timings go), so every sign pattern of the
+    differences is equally likely: the p-value is the share of the 2^n patterns whose W+ (the
+    rank sum of the positive differences, ranked by size) is at most the observed one. Valid
+    for any distribution symmetric under that exchange, at any n; ties take midranks and
+    zero differences are dropped (Wilcoxon's convention)."""
+    d = [x for x in differences if x != 0]
+    if not d:
+        return 1.0
+    doubled = tuple(sorted(int(round(2 * r)) for r in _midranks([abs(x) for x in d])))
+    observed = sum(int(round(2 * r)) for r, x in zip(_midranks([abs(x) for x in d]), d) if x > 0)
+    counts = _signed_rank_null_counts(doubled)
+    return sum(c for s, c in counts.items() if s <= observed) / 2 ** len(d)
+
+
+def smallest_paired_p_value(n: int) -> float:
+    """The smallest p-value n pairs can give: every current run slower than its baseline run."""
+    return 1 / 2 ** n
+
+
+def critical_w(n: int, level: float) -> int | None:
+    """The largest W+ (rank sum of the positive differences, no ties) whose exact one-sided
+    p-value is <= level; None when even W+ = 0 is not."""
+    counts = _signed_rank_null_counts(tuple(range(2, 2 * n + 1, 2)))
+    cumulative, best = 0, None
+    for doubled in sorted(counts):
+        cumulative += counts[doubled]
+        if cumulative / 2 ** n > level:
+            break
+        best = doubled // 2
+    return best

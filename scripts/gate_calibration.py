@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 from reports.gate import (BASELINE_RUNS, CANNOT_RESOLVE, CURRENT_RUNS,  # noqa: E402
                           EXIT_CANNOT_RESOLVE, EXIT_REGRESSION, REGRESSION, GateInputError,
-                          run_gate)
+                          is_suite, run_gate)
 from reports.load import measurements  # noqa: E402
 from reports.tables import Table  # noqa: E402
 from twinbench.results import read_rows  # noqa: E402
@@ -59,14 +59,25 @@ def _run_dirs(root: Path) -> list[Path]:
         if root.is_dir() else []
 
 
-def plan(out: Path, baseline: int, current: int, decisions: int) -> list[tuple[Path, bool]]:
+def plan(out: Path, baseline: int, current: int, decisions: int,
+         pairs: int | None = None) -> list[tuple[Path, bool]]:
     """(results directory, slowed down) for every run still to be measured."""
-    # The baseline first (as in CI, it predates the change), then plain and slowed-down runs
-    # alternately: a drift of the machine during the hours this takes then touches both kinds
-    # alike, and a measurement stopped early still leaves as many decisions of each kind.
-    order = [("baseline", i, False) for i in range(baseline)]
-    for i in range(decisions * current):
-        order += [("plain", i, False), ("slow", i, True)]
+    if pairs:
+        # Paired design: per slot two plain runs (an A/A pair) and one slowed run next to one
+        # of them (a slowed pair), the slowed run last in even slots and first in odd ones,
+        # so that neither side of a slowed pair always runs first.
+        order = []
+        for k in range(decisions * pairs):
+            slot = [("plain", 2 * k, False), ("plain", 2 * k + 1, False)]
+            order += slot + [("slow", k, True)] if k % 2 == 0 else [("slow", k, True)] + slot
+    else:
+        # The baseline first (as in CI, it predates the change), then plain and slowed-down
+        # runs alternately: a drift of the machine during the hours this takes then touches
+        # both kinds alike, and a measurement stopped early still leaves as many decisions of
+        # each kind.
+        order = [("baseline", i, False) for i in range(baseline)]
+        for i in range(decisions * current):
+            order += [("plain", i, False), ("slow", i, True)]
     todo = []
     for name, i, slow in order:
         run_dir = out / name / f"{i:03d}"
@@ -76,7 +87,7 @@ def plan(out: Path, baseline: int, current: int, decisions: int) -> list[tuple[P
 
 
 def measure(args) -> int:
-    todo = plan(args.out, args.baseline, args.current, args.decisions)
+    todo = plan(args.out, args.baseline, args.current, args.decisions, args.pairs)
     print(f"{len(todo)} quick run(s) to go, about {len(todo) * QUICK_RUN_MINUTES / 60:.1f} h "
           f"at {QUICK_RUN_MINUTES} min each", flush=True)
     for run_dir, slow in todo:
@@ -119,17 +130,78 @@ def decisions(out: Path, current: int) -> list[dict]:
                 gate = run_gate(baseline, _rows(group))
             except GateInputError as exc:
                 raise SystemExit(f"error: {exc}") from None
-            results.append({"kind": "A/A" if kind == "plain" else "slowed", "exit": gate.exit_code,
-                            "baseline runs": len(baseline_dirs), "current runs": len(group),
-                            "regressions": gate.count(REGRESSION),
-                            "cannot resolve": gate.count(CANNOT_RESOLVE),
-                            "configurations": len(gate.verdicts),
-                            "runs": f"{group[0].name}-{group[-1].name}",
-                            "allowed": [v.allowed_drop for v in gate.verdicts if v.allowed_drop]})
+            results.append(_decision("A/A" if kind == "plain" else "slowed", gate,
+                                     len(baseline_dirs), len(group),
+                                     f"{group[0].name}-{group[-1].name}"))
     return results
 
 
-def summary_lines(results: list[dict]) -> list[str]:
+def _timeline(out: Path) -> list[tuple[str, Path]]:
+    """(kind, run directory) of every plain and slowed run, in the order they started (a
+    run id begins with its UTC start time)."""
+    runs = []
+    for kind in ("plain", "slow"):
+        for d in _run_dirs(out / kind):
+            runs.append((min(r["run_id"] for r in read_rows([d])), kind, d))
+    return [(kind, d) for _, kind, d in sorted(runs)]
+
+
+def pairs_of(out: Path) -> dict[str, list[tuple[Path, Path]]]:
+    """(first, second) run directories of every A/A pair (consecutive plain runs: 0-1, 2-3, ...)
+    and every slowed pair (a slowed run and the plain run next to it: before it when that one
+    is not taken, else after it), in time order. Fits both `measure` layouts."""
+    timeline = _timeline(out)
+    plain = [d for kind, d in timeline if kind == "plain"]
+    aa = [(plain[i], plain[i + 1]) for i in range(0, len(plain) - 1, 2)]
+    slowed, taken = [], set()
+    for t, (kind, d) in enumerate(timeline):
+        if kind != "slow":
+            continue
+        for u in (t - 1, t + 1):
+            if 0 <= u < len(timeline) and timeline[u][0] == "plain" and u not in taken:
+                taken.add(u)
+                slowed.append((timeline[u][1], d))
+                break
+    return {"A/A": aa, "slowed": slowed}
+
+
+def paired_decisions(out: Path, pairs: int) -> list[dict]:
+    """Every paired gate decision the runs allow: disjoint groups of `pairs` consecutive pairs
+    of each kind, gated with `--paired` (first member of each pair as the baseline)."""
+    results = []
+    for kind, found in pairs_of(out).items():
+        for start in range(0, len(found) - pairs + 1, pairs):
+            group = found[start:start + pairs]
+            try:
+                gate = run_gate(_rows([a for a, _ in group]), _rows([b for _, b in group]),
+                                paired=True)
+            except GateInputError as exc:
+                raise SystemExit(f"error: {exc}") from None
+            results.append(_decision(kind, gate, len(group), len(group),
+                                     f"{group[0][1].parent.name}/{group[0][1].name}-"
+                                     f"{group[-1][1].parent.name}/{group[-1][1].name}"))
+    return results
+
+
+def _decision(kind: str, gate, baseline_runs: int, current_runs: int, runs: str) -> dict:
+    suite = [v for v in gate.verdicts if is_suite(v.config)]
+    return {"kind": kind, "exit": gate.exit_code, "baseline runs": baseline_runs,
+            "current runs": current_runs, "regressions": gate.count(REGRESSION),
+            "cannot resolve": gate.count(CANNOT_RESOLVE), "configurations": len(gate.verdicts),
+            "suite": suite[0].outcome if suite else "-", "runs": runs,
+            "allowed": [v.allowed_drop for v in gate.verdicts
+                        if v.allowed_drop and not is_suite(v.config)],
+            "suite allowed": [v.allowed_drop for v in suite if v.allowed_drop],
+            "spread": [v.spread for v in gate.verdicts if v.spread and not is_suite(v.config)],
+            "suite spread": [v.spread for v in suite if v.spread]}
+
+
+def _median_text(values) -> str:
+    values = sorted(values)
+    return f"{values[len(values) // 2]:.1%}" if values else "-"
+
+
+def summary_lines(results: list[dict], paired: bool = False) -> list[str]:
     lines = []
     for kind, what in (("A/A", "false alarms (exit 1)"), ("slowed", "detections (exit 1)")):
         chosen = [r for r in results if r["kind"] == kind]
@@ -138,54 +210,69 @@ def summary_lines(results: list[dict]) -> list[str]:
             continue
         alarms = sum(r["exit"] == EXIT_REGRESSION for r in chosen)
         unresolved = sum(r["exit"] == EXIT_CANNOT_RESOLVE for r in chosen)
-        allowed = sorted(a for r in chosen for a in r["allowed"])
-        typical = f"{allowed[len(allowed) // 2]:.1%}" if allowed else "-"
+        suite = sum(r["suite"] == REGRESSION for r in chosen)
+        runs = (f"{chosen[0]['current runs']} pairs" if paired else
+                f"{chosen[0]['baseline runs']} baseline and {chosen[0]['current runs']} current "
+                f"runs")
         lines.append(f"{kind}: {alarms} of {len(chosen)} {what}; {unresolved} cannot resolve; "
-                     f"{chosen[0]['baseline runs']} baseline and {chosen[0]['current runs']} "
-                     f"current runs per decision; median allowed drop {typical}")
+                     f"{runs} per decision; suite score flagged in {suite}; median allowed "
+                     f"drop {_median_text(a for r in chosen for a in r['allowed'])} "
+                     f"(configurations), "
+                     f"{_median_text(a for r in chosen for a in r['suite allowed'])} (suite); "
+                     f"median spread {_median_text(x for r in chosen for x in r['spread'])} "
+                     f"(configurations), "
+                     f"{_median_text(x for r in chosen for x in r['suite spread'])} (suite)")
     return lines
 
 
 def analyze(args) -> int:
-    results = decisions(args.out, args.current)
-    headers = ["decision", "kind", "current runs used", "baseline runs", "current runs",
-               "configurations", "regressions", "cannot resolve", "exit"]
+    paired = bool(args.pairs)
+    results = paired_decisions(args.out, args.pairs) if paired else decisions(args.out, args.current)
+    headers = ["decision", "kind", "runs used", "baseline runs", "current runs",
+               "configurations", "regressions", "cannot resolve", "suite score", "exit"]
     rows = [[str(i + 1), r["kind"], r["runs"], str(r["baseline runs"]), str(r["current runs"]),
              str(r["configurations"]), str(r["regressions"]), str(r["cannot resolve"]),
-             str(r["exit"])] for i, r in enumerate(results)]
-    print(Table(headers, rows, ["right", "left", "left"] + ["right"] * 6).markdown())
+             r["suite"], str(r["exit"])] for i, r in enumerate(results)]
+    print(Table(headers, rows, ["right", "left", "left"] + ["right"] * 5 + ["left", "right"])
+          .markdown())
     print()
-    for line in summary_lines(results):
+    for line in summary_lines(results, paired):
         print(line)
     return 0
 
 
 def drift(args) -> int:
     """Per configuration: the plain runs' median against the baseline's, over the whole
-    measurement and per third of it (in run order), and the spread of the plain runs. A rank
-    test assumes the runs of both sides exchangeable; a drift after the baseline breaks that."""
-    def medians(kind):
-        out = {}
-        for d in _run_dirs(args.out / kind):
-            for config, m in measurements(read_rows([d])).items():
-                out.setdefault(config, []).extend(m.run_medians)
-        return out
-    base, plain = medians("baseline"), medians("plain")
+    measurement and per third of it (in run order), the spread of the plain runs, and that
+    spread once each run's common factor (the mean over its configurations of the log ratio
+    to the baseline) is taken out. A rank test assumes the runs of both sides exchangeable; a
+    drift after the baseline breaks that. A large common share is what pairing cancels."""
+    def per_run(kind):
+        return [{c: m.run_medians[0] for c, m in measurements(read_rows([d])).items()
+                 if m.run_medians} for d in _run_dirs(args.out / kind)]
+    base = {}
+    for run in per_run("baseline"):
+        for c, x in run.items():
+            base.setdefault(c, []).append(x)
+    plain = [run for run in per_run("plain") if set(base) <= set(run)]
+    refs = {c: statistics.median(b) for c, b in base.items()}
+    common = [statistics.mean(math.log(run[c] / refs[c]) for c in refs) for run in plain]
     rows = []
-    for c, b in base.items():
-        p = plain.get(c, [])
+    for c, ref in refs.items():
+        p = [run[c] for run in plain]
         if len(p) < 3:
             continue
-        ref = statistics.median(b)
         k = len(p) // 3
         thirds = [statistics.median(p[i * k:(i + 1) * k]) / ref for i in range(3)]
-        rows.append([c.framework, c.arch, c.phase, str(len(b)), str(len(p)),
+        residual = [math.log(x / ref) - f for x, f in zip(p, common)]
+        rows.append([c.framework, c.arch, c.phase, str(len(base[c])), str(len(p)),
                      f"{statistics.median(p) / ref:.3f}", " / ".join(f"{t:.3f}" for t in thirds),
-                     f"{statistics.stdev(math.log(x) for x in p):.1%}"])
+                     f"{statistics.stdev(math.log(x) for x in p):.1%}",
+                     f"{statistics.stdev(residual):.1%}"])
     print(Table(["framework", "arch", "phase", "baseline runs", "plain runs",
                  "plain / baseline (median)", "per third, in run order",
-                 "plain runs' spread (sd of logs)"], rows,
-                ["left"] * 3 + ["right"] * 5).markdown())
+                 "plain runs' spread (sd of logs)", "without the run's common factor"], rows,
+                ["left"] * 3 + ["right"] * 6).markdown())
     return 0
 
 
@@ -198,6 +285,9 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--out", type=Path, required=True, help="directory of the runs")
         p.add_argument("--current", type=int, default=CURRENT_RUNS,
                        help="current runs per decision (default: %(default)s)")
+        p.add_argument("--pairs", type=int, metavar="N",
+                       help="paired design (`gate --paired`): N pairs per decision, each pair a "
+                            "baseline and a current run measured one after the other")
         p.set_defaults(func=func)
         if name == "measure":
             p.add_argument("--baseline", type=int, default=BASELINE_RUNS,
