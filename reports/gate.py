@@ -189,15 +189,16 @@ class Verdict:
 
 
 # The suite score of a device class: the geometric mean of all its compared configurations
-# per run (paired: of their pair ratios), gated beside them as one more hypothesis. The drift
-# of a shared host is mostly common to every configuration of a run, so the suite score is no
-# steadier than one configuration, but a change that slows every step (a slower build, a
-# dependency bump, the injected slowdown) moves all of them: the suite catches it at run
-# counts where single configurations cannot be resolved (docs/methodology.md#regression-gate).
+# per run (paired: of their pair ratios), gated beside them as one more hypothesis. A large
+# share of a shared host's drift is common to every configuration of a run, which averaging
+# cannot remove, but the configurations' own noise averages out, and a change that slows every
+# step (a slower build, a dependency bump, the injected slowdown) moves all of them: the suite
+# catches it at run counts where single configurations cannot be resolved
+# (docs/methodology.md#regression-gate).
 SUITE = "all"
 # Share of the family's alpha given to the suite scores (weighted Holm); the configurations
-# share the rest equally. Half: with it 8-10 pairs resolve a 15% suite drop at the spread of
-# the CPU box, where an equal share among 13 hypotheses would need 12-14.
+# share the rest equally. Half: with it 7-9 pairs resolve a 15% suite drop at the CPU box's
+# pair spread (10-13%), where an equal share among 13 hypotheses would need 10-14.
 SUITE_ALPHA_SHARE = 0.5
 
 
