@@ -70,8 +70,9 @@ FLOOR_FRACTION = 0.5
 # The allowed drop is the drop caught with this probability (the usual 80% power).
 POWER = 0.8
 # The documented run counts (docs/methodology.md#regression-gate): with 10 baseline and 4
-# current runs the best p-value is 1/C(14,4) = 0.001, under Holm's first threshold for up to
-# 50 configurations at alpha 0.05; the baseline is recorded once, the current runs cost CI time.
+# current runs the best p-value is 1/C(14,4) = 0.001, under a configuration's strictest level
+# alpha / 2K for up to 25 configurations at alpha 0.05; the baseline is recorded once, the
+# current runs cost CI time.
 BASELINE_RUNS = 10
 CURRENT_RUNS = 4
 _POWER_SIMULATIONS = 4000   # allowed-drop Monte Carlo: its 80% is known to about +-0.6%

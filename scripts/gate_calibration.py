@@ -19,10 +19,17 @@ other hardware. `analyze` then gates each disjoint set of CURRENT plain runs,
 and each set of slowed-down runs, against the one baseline, as a CI job would: the A/A
 decisions share the baseline (so does CI), and no run is used twice on the current side.
 
-Defaults: 10 baseline runs, 20 decisions of 4 current runs each side, 20% slowdown: 170 runs.
-`--current 3` (the fewest with which the rank test can reach Holm's first level over the quick
-tier's 12 configurations, docs/methodology.md#regression-gate) makes it 130 runs. `--dry-run`
-prints the time this takes at the minutes per run below. Run it on a quiet machine.
+Defaults: 10 baseline runs, 20 decisions of 4 current runs each side, 20% slowdown: 170 runs
+(4 current runs: the fewest with which the rank test can reach a configuration's strictest
+level, alpha / 24 over the quick tier's 12 configurations; 3 reach only the suite score's,
+docs/methodology.md#regression-gate). `--dry-run` prints the time this takes at the minutes
+per run below. Run it on a quiet machine.
+
+Paired design (`gate --paired`): `measure --pairs N` runs, per slot, two plain runs and one
+slowed run (the slowed one last in even slots, first in odd ones), DECISIONS x N slots, 3 runs
+a slot, no stored baseline; `analyze --pairs N` pairs consecutive plain runs (A/A) and each
+slowed run with the plain run beside it, and gates each disjoint group of N pairs. `analyze
+--pairs N` reads the alternating layout above as well.
 """
 from __future__ import annotations
 
