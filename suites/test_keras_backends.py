@@ -404,11 +404,13 @@ def test_fit_epoch_and_evaluate_match_tensorflow(tensorflow, arm, device, arch, 
 
 
 def test_recipe_settings_record_the_backend(arm):
-    """What an accuracy row records about the arm: its backend, versions and step mode."""
+    """What an accuracy row records about the arm: its backend, versions, step mode and
+    threads (the worker's own count, which scripts/derive_gates.py groups seeds by)."""
     with arm.recipe_settings(RECIPES["lenet_sgd"]) as row:
         assert row["keras_backend"] == arm.backend and row["mode"] == arm.mode
         assert row["version:keras"].startswith("3."), row
         assert f"version:{arm.backend}" in row, row
+        assert row["threads"] == int(arm.worker.info["threads"]) >= 1, row
 
 
 TIMING_MODES = [

@@ -369,8 +369,10 @@ class KerasBackendFramework:
     @contextlib.contextmanager
     def recipe_settings(self, recipe):
         """Nothing to change per recipe (Keras's own fit loop runs in the worker); yields what
-        the result row records: the backend, its versions and the training step's mode."""
-        yield {"keras_backend": self.backend, "mode": self.mode,
+        the result row records: the backend, its versions, the training step's mode and the
+        threads it computes on (torch: the session's --threads; JAX: the usable cores XLA's
+        pool takes), as the TensorFlow and torch rows do."""
+        yield {"keras_backend": self.backend, "mode": self.mode, "threads": self.threads(),
                **{k: v for k, v in self.worker.info.items() if k.startswith("version:")}}
 
     def synchronize(self) -> None:
