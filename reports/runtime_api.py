@@ -40,7 +40,8 @@ SUPPORTS = ("What this supports: the split into runtime (Keras on TensorFlow aga
             "torch) and API (Keras on torch against native torch) holds only for the rows and "
             "machines shown, with the networks, recipes, batch sizes and modes shown; a part "
             "whose interval spans 0 (accuracy) or 1 (throughput) is not told apart from no "
-            "effect, and the arms' own seed-to-seed spread is not yet measured "
+            "effect; the accuracy parts rest on the matrix seeds counted (n), and the arms' "
+            "own seed-to-seed spread is measured for keras_cnn_adam only "
             "(docs/methodology.md#keras-backends).")
 
 

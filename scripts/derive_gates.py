@@ -1,6 +1,6 @@
 """Accuracy gates derived from measured seeds (docs/methodology.md#seed-spread).
 
-    python scripts/derive_gates.py reports/samples/cpu-box-seeds reports/samples/cpu-box-resnet8 reports/samples/cpu-box-threads
+    python scripts/derive_gates.py reports/samples/cpu-box-seeds reports/samples/cpu-box-resnet8 reports/samples/cpu-box-threads reports/samples/cpu-box-arm-seeds
 
 Reads the accuracy-tier rows (not the matrix's) under the given directories, groups them by
 data source, recipe and framework, and prints per group: the runs, mean, sample std and its
@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from tabulate import tabulate  # noqa: E402
 
 from twinbench import thresholds  # noqa: E402
+from twinbench.frameworks.keras_backends import ARMS  # noqa: E402
 from twinbench.results import read_rows  # noqa: E402
 
 PRIOR_STEP = 0.001   # the prior is the pooled std rounded up to a tenth of a point
@@ -96,7 +97,10 @@ def derive(groups) -> dict:
             split = by_threads(runs)
             label = "+".join(_threads_label(t) for t in split)
             gates[key + (label,)] = thresholds.derive_threshold(list(runs.values()), prior)
-            sets_gate[key + (label,)] = True
+            # A Keras arm runs the TensorFlow twin's program and shares its gate: its seeds
+            # are checked against that gate (the fail columns), they do not lower it (five
+            # seeds' t quantile would, for TensorFlow too).
+            sets_gate[key + (label,)] = key[2] not in ARMS
             differ = False
             if len(split) == 2 and all(len(a) >= 2 for a in split.values()):
                 spreads[key] = (split, thresholds.spread_ratio_test(*split.values()))
@@ -162,6 +166,17 @@ def main(argv: list[str] | None = None) -> int:
                      if p < SPREADS_DIFFER else
                      "no evidence that the spreads differ, so the runs are one population "
                      "and the per-thread-count rows (check) do not set the gate"))
+        for (_, recipe, fw, threads), g in sorted(d["gates"].items()):
+            if fw in ARMS and recipe in d["recipes"]:
+                print(f"{recipe} in {fw}: a Keras arm, checked against the recipe's gate "
+                      f"{100 * d['recipes'][recipe]:.1f}% (not setting it): a healthy seed "
+                      f"fails it with {100 * _ci_fail(g, d['recipes'][recipe], 0.0):.2g}%, "
+                      f"at most {100 * thresholds.DERIVED_FALSE_FAIL:g}% allowed"
+                      + ("" if _ci_fail(g, d["recipes"][recipe], 0.0)
+                         <= thresholds.DERIVED_FALSE_FAIL else " -- TOO HIGH"))
+                if _ci_fail(g, d["recipes"][recipe], 0.0) > thresholds.DERIVED_FALSE_FAIL:
+                    disagree.append(f"{source} {recipe}: the gate fails healthy {fw} seeds "
+                                    f"too often")
         for (_, recipe, fw), seeds in sorted(d["short"].items()):
             values = ", ".join(f"{100 * a:.2f}" for _, a in sorted(seeds.items()))
             below = [s for (s, _), a in seeds.items() if a < d["recipes"][recipe]]

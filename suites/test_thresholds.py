@@ -184,7 +184,7 @@ def _derive_gates_script():
 
 
 SEED_ROWS = ("reports/samples/cpu-box-seeds", "reports/samples/cpu-box-resnet8",
-             "reports/samples/cpu-box-threads")
+             "reports/samples/cpu-box-threads", "reports/samples/cpu-box-arm-seeds")
 
 
 def test_the_jpeg_gates_are_what_the_committed_seeds_derive(capsys):

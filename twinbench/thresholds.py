@@ -25,6 +25,7 @@ THRESHOLDS: dict[str, dict[str, float]] = {
     "cifar10": {"keras_cnn_adam": 0.70, "lenet_sgd": 0.60, "resnet8_short": 0.635},
     # derived: scripts/derive_gates.py reports/samples/cpu-box-seeds
     #   reports/samples/cpu-box-resnet8 reports/samples/cpu-box-threads
+    #   reports/samples/cpu-box-arm-seeds (the Keras arms' seeds, checked against keras_cnn_adam's)
     # (resnet8_short: the lower of the two frameworks' derived gates, TensorFlow's)
     "cifar10-jpeg": {"keras_cnn_adam": 0.665, "lenet_sgd": 0.59, "resnet8_short": 0.635},
 }
