@@ -49,6 +49,7 @@ from reports.gate import (BASELINE_RUNS, CANNOT_RESOLVE, CURRENT_RUNS,  # noqa: 
                           is_suite, run_gate)
 from reports.load import measurements  # noqa: E402
 from reports.tables import Table  # noqa: E402
+from scripts import paired_runs  # noqa: E402  (the same benchmark sessions)
 from twinbench.results import read_rows  # noqa: E402
 from twinbench.slowdown import ENV as SLOWDOWN_ENV  # noqa: E402
 
@@ -57,8 +58,7 @@ SLOWDOWN = 0.20
 QUICK_RUN_MINUTES = 0.7     # one run on the 2-core CPU box (40-42 s measured), for the estimate
 # Only the gated configurations: the whole quick tier also times augmentation and the harness,
 # which write no rows the gate reads (about 3 minutes a run instead of about 1 on the CPU box).
-BENCH_ARGS = ["suites/test_throughput.py::test_throughput", "-m", "benchmark", "--quick",
-              "--device", "cpu", "-p", "no:cacheprovider", "-q"]
+BENCH_ARGS = [*paired_runs.DEFAULT_ARGS, *paired_runs.FIXED_ARGS]
 
 
 def _run_dirs(root: Path) -> list[Path]:
