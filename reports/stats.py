@@ -186,8 +186,9 @@ def slower_paired_p_value(differences) -> float:
     d = [x for x in differences if x != 0]
     if not d:
         return 1.0
-    doubled = tuple(sorted(int(round(2 * r)) for r in _midranks([abs(x) for x in d])))
-    observed = sum(int(round(2 * r)) for r, x in zip(_midranks([abs(x) for x in d]), d) if x > 0)
+    ranks = [int(round(2 * r)) for r in _midranks([abs(x) for x in d])]   # doubled
+    doubled = tuple(sorted(ranks))
+    observed = sum(r for r, x in zip(ranks, d) if x > 0)
     counts = _signed_rank_null_counts(doubled)
     return sum(c for s, c in counts.items() if s <= observed) / 2 ** len(d)
 
