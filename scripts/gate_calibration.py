@@ -27,9 +27,10 @@ per run below. Run it on a quiet machine.
 
 Paired design (`gate --paired`): `measure --pairs N` runs, per slot, two plain runs and one
 slowed run (the slowed one last in even slots, first in odd ones), DECISIONS x N slots, 3 runs
-a slot, no stored baseline; `analyze --pairs N` pairs consecutive plain runs (A/A) and each
-slowed run with the plain run beside it, and gates each disjoint group of N pairs. `analyze
---pairs N` reads the alternating layout above as well.
+a slot, no stored baseline; `analyze --pairs N` pairs consecutive plain runs (A/A; the earlier
+one is the baseline in every other pair, as B C, C B in paired_runs.py) and each slowed run
+with the plain run beside it, and gates each disjoint group of N pairs. `analyze --pairs N`
+reads the alternating layout above as well.
 """
 from __future__ import annotations
 
@@ -154,12 +155,18 @@ def _timeline(out: Path) -> list[tuple[str, Path]]:
 
 
 def pairs_of(out: Path) -> dict[str, list[tuple[Path, Path]]]:
-    """(first, second) run directories of every A/A pair (consecutive plain runs: 0-1, 2-3, ...)
-    and every slowed pair (a slowed run and the plain run next to it: before it when that one
-    is not taken, else after it), in time order. Fits both `measure` layouts."""
+    """(baseline, current) run directories of every A/A pair (consecutive plain runs: 0-1,
+    2-3, ...) and every slowed pair (a slowed run and the plain run next to it: before it when
+    that one is not taken, else after it), in time order. Fits both `measure` layouts.
+
+    The side that ran first alternates from one A/A pair to the next, as in
+    scripts/paired_runs.py (B C, C B, ...): with the earlier run always the baseline, any
+    effect of running second (a warmer cache, a machine slowing through the job) would read as
+    a change between identical builds. (The slowed pairs alternate by the `measure` layout.)"""
     timeline = _timeline(out)
     plain = [d for kind, d in timeline if kind == "plain"]
-    aa = [(plain[i], plain[i + 1]) for i in range(0, len(plain) - 1, 2)]
+    aa = [(plain[i], plain[i + 1]) if (i // 2) % 2 == 0 else (plain[i + 1], plain[i])
+          for i in range(0, len(plain) - 1, 2)]
     slowed, taken = [], set()
     for t, (kind, d) in enumerate(timeline):
         if kind != "slow":
@@ -184,9 +191,12 @@ def paired_decisions(out: Path, pairs: int) -> list[dict]:
                                 paired=True)
             except GateInputError as exc:
                 raise SystemExit(f"error: {exc}") from None
+            # the runs a decision spans: both sides of A/A pairs, the slowed runs of the others
+            spanned = sorted(d for pair in group for d in pair
+                             if kind == "A/A" or d.parent.name == "slow")
             results.append(_decision(kind, gate, len(group), len(group),
-                                     f"{group[0][1].parent.name}/{group[0][1].name}-"
-                                     f"{group[-1][1].parent.name}/{group[-1][1].name}"))
+                                     f"{spanned[0].parent.name}/{spanned[0].name}-"
+                                     f"{spanned[-1].parent.name}/{spanned[-1].name}"))
     return results
 
 

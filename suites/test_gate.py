@@ -19,7 +19,7 @@ from reports import stats
 from reports.gate import (BASELINE_RUNS, CURRENT_RUNS, EXIT_CANNOT_RESOLVE, EXIT_INPUT_ERROR,
                           EXIT_PASS, EXIT_REGRESSION, FAMILY_ALPHA, POWER, PRACTICAL_THRESHOLD,
                           REGRESSION, allowed_drop, allowed_drop_paired, compare_pairs,
-                          compare_runs, decide, suite_config)
+                          compare_runs, decide, run_gate, suite_config)
 from fixtures.scripts import load_script
 from reports.load import Config
 from test_reports import GATE_CONFIGS, fake_machine, noisy_rounds, run_cli, throughput_row
@@ -579,6 +579,29 @@ def test_calibration_script_paired_layout_and_decisions(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "A/A: 0 of 2 false alarms (exit 1); 0 cannot resolve; 8 pairs per decision" in out, out
     assert "slowed: 2 of 2 detections (exit 1)" in out and "suite score flagged in 2" in out, out
+
+
+def test_calibration_alternates_which_run_of_an_aa_pair_is_the_baseline(tmp_path):
+    """A machine on which the second of two back-to-back runs is 20% slower (an order effect,
+    not a change): were the earlier run always the baseline, every A/A decision would alarm.
+    `analyze --pairs` alternates the sides as paired_runs.py's B C, C B does, so the effect
+    shows as spread, and no A/A decision exits 1."""
+    script = _calibration_script()
+    machine, pairs = fake_machine(), 8
+    for i in range(4 * pairs):           # plain runs only: 2 A/A decisions
+        write_runs(tmp_path / "plain" / f"{i:03d}", machine, i, runs=1, drift=0.02,
+                   slowdown=0.2 if i % 2 else 0.0, side=f"20261203T{i:06d}Z")
+    found = script.pairs_of(tmp_path)
+    plain = [tmp_path / "plain" / f"{i:03d}" for i in range(4 * pairs)]
+    assert found["A/A"][:2] == [(plain[0], plain[1]), (plain[3], plain[2])] and not found["slowed"]
+    decisions = script.paired_decisions(tmp_path, pairs)
+    assert len(decisions) == 2 and all(d["exit"] != EXIT_REGRESSION for d in decisions), decisions
+    # the control: the same runs with the earlier one always the baseline do alarm
+    rows = script._rows
+    assert all(run_gate(rows([a for a, _ in group]), rows([b for _, b in group]),
+                        paired=True).exit_code == EXIT_REGRESSION
+               for group in (list(zip(plain[0:16:2], plain[1:16:2])),
+                             list(zip(plain[16::2], plain[17::2]))))
 
 
 def test_calibration_drift_shows_a_slow_stretch_after_the_baseline(tmp_path, capsys):
