@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from fixtures.results import PROGRESS_FILE
 from fixtures.robust import ROOT, Background, Finished, any_framework, child_env, python
 from twinbench.cells import VERDICTS_FILE, read_verdicts
 from twinbench.cells import main as cells_main
@@ -249,6 +250,13 @@ def test_a_crashed_run_is_named_and_fails_the_session(children):
     assert verdict["status"] == "incomplete" and verdict["seeds"] == [0, 1, 2]
     assert any(message in p for p in verdict["problems"]), verdict
     assert len(read_rows([work / "results"])) == 2     # the two runs that finished, each once
+    # the workers' progress lines, where the session's header said they go
+    log = work / "results" / PROGRESS_FILE
+    assert f"append one line per epoch to {log}" in result.stdout, result.describe()
+    lines = log.read_text().splitlines()
+    assert sorted(line.split(" ", 2)[2] for line in lines) == [
+        "fake run torch/lenet_sgd seed 0", "fake run torch/lenet_sgd seed 2"], lines
+    assert all(line.split(" ")[1].startswith("gw") for line in lines), lines
 
 
 def test_a_failing_gate_fails_the_session_though_every_run_passed(children):
@@ -257,6 +265,9 @@ def test_a_failing_gate_fails_the_session_though_every_run_passed(children):
     assert "3 passed" in result.stdout, result.describe()
     assert "FAIL torch/lenet_sgd on cpu" in result.stdout, result.describe()
     assert [v["status"] for v in read_verdicts(work / "results")] == ["fail"]
+    # without xdist the progress lines go to the terminal, and no file is written
+    assert "fake run torch/lenet_sgd seed 1" in result.stdout, result.describe()
+    assert not (work / "results" / PROGRESS_FILE).exists()
 
 
 # -- benchmarks -------------------------------------------------------------------------------

@@ -48,10 +48,12 @@ def test_lone_worker_measures(benchmark, results, request):
     assert not benchmark.disabled
 
 
-def test_fake_training(accuracy_run, results):
-    """Stands for one accuracy run: a row with a fixed final accuracy, or a crash."""
+def test_fake_training(accuracy_run, results, progress):
+    """Stands for one accuracy run: a progress line and a row with a fixed final accuracy,
+    or a crash."""
     if (accuracy_run.framework, accuracy_run.seed) == CRASH and MODE == "cells-crash":
         os._exit(3)
+    progress(f"fake run {accuracy_run.framework}/{accuracy_run.recipe} seed {accuracy_run.seed}")
     accuracies = ACCURACIES["cells" if MODE == "cells-crash" else MODE][accuracy_run.framework]
     r = accuracy_run
     run = Run(r.framework, r.device, r.arch, r.recipe, r.seed,
