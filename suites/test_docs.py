@@ -10,7 +10,7 @@ import pytest
 
 from reports import readme
 from reports.__main__ import main
-from twinbench.results import read_rows
+from twinbench.results import read_rows, row_key
 
 ROOT = Path(__file__).resolve().parent.parent
 SAMPLE = "reports/samples/cpu-box"
@@ -31,6 +31,26 @@ def test_readme_tables_match_the_committed_rows(sample):
     expected = readme.readme_block(read_rows([ROOT / sample]), sample)
     assert block == expected, ("README.md's result tables differ from the committed rows: run "
                                f"`python -m reports readme {sample} --write README.md`")
+
+
+def test_every_committed_sample_row_is_valid():
+    """Every row behind a published figure reads back under the schema (read_rows raises on
+    the first bad file, naming it), including the sample directories no README block shows."""
+    rows = read_rows([ROOT / "reports" / "samples"], on_error="raise")
+    keys = [row_key(r) for r in rows]
+    assert len(set(keys)) == len(keys), "a sample row is committed twice"
+
+
+def test_readme_between_session_ratios_come_from_the_committed_rows():
+    """The README's between-session paragraph quotes the day-earlier quick session's TF/torch
+    ratios (keras_cnn training, lenet inference) beside this session's: both from rows."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    earlier = readme.readme_block(read_rows([ROOT / "reports/samples/cpu-box-arms-quick"]),
+                                  "reports/samples/cpu-box-arms-quick")
+    later = readme.current_block(text, "reports/samples/cpu-box-arms")
+    for quoted, block in (("1.13 (0.97-1.26)", earlier), ("1.02 (0.90-1.11)", earlier),
+                          ("1.68 (1.60-1.82)", later), ("0.70 (0.66-0.73)", later)):
+        assert quoted in text and quoted in block, quoted
 
 
 def test_readme_write_replaces_only_the_block(tmp_path, capsys):
