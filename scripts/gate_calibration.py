@@ -48,7 +48,7 @@ sys.path.insert(0, str(ROOT))
 from reports.gate import (BASELINE_RUNS, CANNOT_RESOLVE, CURRENT_RUNS,  # noqa: E402
                           EXIT_CANNOT_RESOLVE, EXIT_REGRESSION, REGRESSION, GateInputError,
                           is_suite, run_gate)
-from reports.load import measurements  # noqa: E402
+from reports.load import Config, measurements  # noqa: E402
 from reports.tables import Table  # noqa: E402
 from scripts import paired_runs  # noqa: E402  (the same benchmark sessions)
 from twinbench.results import read_rows  # noqa: E402
@@ -258,12 +258,35 @@ def analyze(args) -> int:
     return 0
 
 
+def _round_noise(run_dirs: list[Path]) -> tuple[dict, list[list]]:
+    """From the plain runs' rows: per configuration the standard deviation of a run's median
+    that its own rounds imply (1.2533 x the rounds' sd of logs / sqrt(rounds), as for
+    independent normal rounds), averaged over the runs; and each run's configurations in the
+    order they were timed."""
+    noise, order = {}, []
+    for d in run_dirs:
+        rows = sorted((r for r in read_rows([d]) if r["kind"] == "throughput"
+                       and r["status"] == "ok"), key=lambda r: r["created"])
+        order.append([Config.of(r) for r in rows])
+        for r in rows:
+            logs = [math.log(x) for x in r["images_per_s"]]
+            noise.setdefault(Config.of(r), []).append(
+                MEDIAN_EFFICIENCY * statistics.stdev(logs) / math.sqrt(len(logs)))
+    return {c: statistics.mean(v) for c, v in noise.items()}, order
+
+
+MEDIAN_EFFICIENCY = 1.2533   # sd of a median of n normal values = 1.2533 x sd / sqrt(n)
+
+
 def drift(args) -> int:
     """Per configuration: the plain runs' median against the baseline's, over the whole
-    measurement and per third of it (in run order), the spread of the plain runs, and that
+    measurement and per third of it (in run order), the spread of the plain runs, that
     spread once each run's common factor (the mean over its configurations of the log ratio
-    to the baseline) is taken out. A rank test assumes the runs of both sides exchangeable; a
-    drift after the baseline breaks that. A large common share is what pairing cancels."""
+    to the baseline) is taken out, and the part of it a run's own rounds explain. A rank test
+    assumes the runs of both sides exchangeable; a drift after the baseline breaks that. A
+    large common share is what pairing cancels; what is left beyond the rounds' share, if
+    configurations timed one after the other do not share it, is a level each process draws
+    for each configuration: more rounds do not narrow it, more runs do."""
     def per_run(kind):
         return [{c: m.run_medians[0] for c, m in measurements(read_rows([d])).items()
                  if m.run_medians} for d in _run_dirs(args.out / kind)]
@@ -271,25 +294,37 @@ def drift(args) -> int:
     for run in per_run("baseline"):
         for c, x in run.items():
             base.setdefault(c, []).append(x)
+    plain_dirs = [d for d, run in zip(_run_dirs(args.out / "plain"), per_run("plain"))
+                  if set(base) <= set(run)]
     plain = [run for run in per_run("plain") if set(base) <= set(run)]
     refs = {c: statistics.median(b) for c, b in base.items()}
     common = [statistics.mean(math.log(run[c] / refs[c]) for c in refs) for run in plain]
-    rows = []
+    rounds_share, timed = _round_noise(plain_dirs)
+    residuals, rows = {}, []
     for c, ref in refs.items():
         p = [run[c] for run in plain]
         if len(p) < 3:
             continue
         k = len(p) // 3
         thirds = [statistics.median(p[i * k:(i + 1) * k]) / ref for i in range(3)]
-        residual = [math.log(x / ref) - f for x, f in zip(p, common)]
+        residuals[c] = [math.log(x / ref) - f for x, f in zip(p, common)]
         rows.append([c.framework, c.arch, c.phase, str(len(base[c])), str(len(p)),
                      f"{statistics.median(p) / ref:.3f}", " / ".join(f"{t:.3f}" for t in thirds),
                      f"{statistics.stdev(math.log(x) for x in p):.1%}",
-                     f"{statistics.stdev(residual):.1%}"])
+                     f"{statistics.stdev(residuals[c]):.1%}", f"{rounds_share[c]:.1%}"])
     print(Table(["framework", "arch", "phase", "baseline runs", "plain runs",
                  "plain / baseline (median)", "per third, in run order",
-                 "plain runs' spread (sd of logs)", "without the run's common factor"], rows,
-                ["left"] * 3 + ["right"] * 6).markdown())
+                 "plain runs' spread (sd of logs)", "without the run's common factor",
+                 "a run median's sd from its rounds"], rows,
+                ["left"] * 3 + ["right"] * 7).markdown())
+    # Configurations timed one after the other (neighbours in the first run's order, which
+    # every run followed) share a burst of load that lasts longer than one configuration.
+    order = [c for c in timed[0] if c in residuals] if timed else []
+    pairs = [(a, b) for a, b in zip(order, order[1:])]
+    if pairs and len(plain) >= 3:
+        r = statistics.mean(statistics.correlation(residuals[a], residuals[b]) for a, b in pairs)
+        print(f"\nneighbours in timing order: mean correlation of their residuals {r:+.2f} "
+              f"({len(pairs)} neighbour pairs, {len(plain)} plain runs)")
     return 0
 
 

@@ -606,7 +606,10 @@ def test_calibration_alternates_which_run_of_an_aa_pair_is_the_baseline(tmp_path
 
 def test_calibration_drift_shows_a_slow_stretch_after_the_baseline(tmp_path, capsys):
     """9 plain runs whose middle three run 20% slow (a known drift): the middle third reads
-    about 0.80 of the baseline, the other two about 1.00."""
+    about 0.80 of the baseline, the other two about 1.00. The rounds (3% noise, 7 a run)
+    imply a median's sd of 1.2533 x 3% / sqrt(7) = 1.4%; with the slow stretch taken out as
+    the runs' common factor, neighbouring configurations' residuals do not correlate (were
+    it left in, they would correlate near +1)."""
     script = _calibration_script()
     machine = fake_machine()
     write_runs(tmp_path / "baseline" / "000", machine, 1, runs=4, drift=0.002, side="base")
@@ -614,9 +617,14 @@ def test_calibration_drift_shows_a_slow_stretch_after_the_baseline(tmp_path, cap
         write_runs(tmp_path / "plain" / f"{i:03d}", machine, 10 + i, runs=1, drift=0.002,
                    slowdown=0.2 if 3 <= i < 6 else 0.0, side="plain")
     assert script.main(["drift", "--out", str(tmp_path)]) == 0
-    lines = capsys.readouterr().out.splitlines()[2:]   # below the header and its rule
-    assert len(lines) == len(GATE_CONFIGS), lines
+    out = capsys.readouterr().out.splitlines()
+    lines = out[2:2 + len(GATE_CONFIGS)]   # below the header and its rule
+    assert all(line.startswith("|") for line in lines) and not out[2 + len(GATE_CONFIGS)], out
+    neighbours = out[-1]
+    assert neighbours.startswith("neighbours in timing order: mean correlation"), out
+    assert abs(float(neighbours.split("residuals ")[1].split()[0])) < 0.5, neighbours
     for line in lines:
+        assert 0.010 < float(line.split("|")[10].strip().rstrip("%")) / 100 < 0.019, line
         thirds = [float(t) for t in line.split("|")[7].split("/")]
         # a run's median of 7 rounds at 3% CV is known to about 1.4%, a ratio of two such
         # medians to about 2%: +-0.06 is 3 sigma, and still keeps 0.80 and 1.00 apart
