@@ -11,13 +11,14 @@ detections of `python -m reports gate`, with the numbers of runs that take
 suites/test_throughput.py::test_throughput -m benchmark --quick --device cpu
 --results=DIR/<set>/<NNN>`: the configurations whose rows the gate reads; the quick tier's
 augmentation and harness-overhead benchmarks write no such rows and took most of a quick
-run's time) as separate pytest sessions, one after the other: BASELINE runs
-into DIR/baseline, then DECISIONS x CURRENT plain runs into DIR/plain alternating with as many
-with TWINBENCH_INJECT_SLOWDOWN=SLOWDOWN into DIR/slow. It resumes where it stopped (a run whose
-directory holds rows is kept), on the same machine only: the gate refuses a baseline from
-other hardware. `analyze` then gates each disjoint set of CURRENT plain runs,
-and each set of slowed-down runs, against the one baseline, as a CI job would: the A/A
-decisions share the baseline (so does CI), and no run is used twice on the current side.
+run's time) as separate pytest sessions, one after the other: BASELINE runs into
+DIR/baseline, then DECISIONS x CURRENT plain runs into DIR/plain alternating with as many
+with TWINBENCH_INJECT_SLOWDOWN=SLOWDOWN into DIR/slow. It resumes where it stopped (a
+finished run is kept, an unfinished one's rows move aside, as in scripts/paired_runs.py),
+on the same machine only: the gate refuses a baseline from other hardware. `analyze` then
+gates each disjoint set of CURRENT plain runs, and each set of slowed-down runs, against the
+one baseline, as a CI job would: the A/A decisions share the baseline (so does CI), and no
+run is used twice on the current side.
 
 Defaults: 10 baseline runs, 20 decisions of 4 current runs each side, 20% slowdown: 170 runs
 (4 current runs: the fewest with which the rank test can reach a configuration's strictest
@@ -28,7 +29,7 @@ per run below. Run it on a quiet machine.
 Paired design (`gate --paired`): `measure --pairs N` runs, per slot, two plain runs and one
 slowed run (the slowed one last in even slots, first in odd ones), DECISIONS x N slots, 3 runs
 a slot, no stored baseline; `analyze --pairs N` pairs consecutive plain runs (A/A; the earlier
-one is the baseline in every other pair, as B C, C B in paired_runs.py) and each slowed run
+one is the baseline in half the pairs, two by two, see pairs_of) and each slowed run
 with the plain run beside it, and gates each disjoint group of N pairs. `analyze --pairs N`
 reads the alternating layout above as well.
 """
@@ -38,9 +39,7 @@ import argparse
 import math
 import os
 import statistics
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -63,8 +62,14 @@ BENCH_ARGS = [*paired_runs.DEFAULT_ARGS, *paired_runs.FIXED_ARGS]
 
 
 def _run_dirs(root: Path) -> list[Path]:
-    return sorted(p for p in root.iterdir() if p.is_dir() and any(p.glob("*.json"))) \
-        if root.is_dir() else []
+    """The runs under root: directories of rows whose session finished (a `.finished` file,
+    paired_runs.FINISHED); runs measured before sessions were marked have none, so in a set
+    without any mark every directory of rows counts."""
+    if not root.is_dir():
+        return []
+    runs = sorted(p for p in root.iterdir() if p.is_dir() and any(p.glob("*.json")))
+    marked = [p for p in runs if paired_runs.finished(p)]
+    return marked if marked else runs
 
 
 def plan(out: Path, baseline: int, current: int, decisions: int,
@@ -86,12 +91,8 @@ def plan(out: Path, baseline: int, current: int, decisions: int,
         order = [("baseline", i, False) for i in range(baseline)]
         for i in range(decisions * current):
             order += [("plain", i, False), ("slow", i, True)]
-    todo = []
-    for name, i, slow in order:
-        run_dir = out / name / f"{i:03d}"
-        if not (run_dir.is_dir() and any(run_dir.glob("*.json"))):
-            todo.append((run_dir, slow))
-    return todo
+    return [(out / name / f"{i:03d}", slow) for name, i, slow in order
+            if not paired_runs.finished(out / name / f"{i:03d}")]
 
 
 def measure(args) -> int:
@@ -108,9 +109,7 @@ def measure(args) -> int:
         print(("[slowed] " if slow else "") + " ".join(command), flush=True)
         if args.dry_run:
             continue
-        start = time.monotonic()
-        code = subprocess.run(command, env=env, cwd=ROOT).returncode  # the suite's own rootdir
-        print(f"  exit {code} after {time.monotonic() - start:.0f} s", flush=True)
+        code = paired_runs.run_session(command, run_dir, args.out, ROOT, env)  # the suite's rootdir
         if code != 0:
             print(f"error: the benchmark run failed (exit {code}); fix it and rerun this command "
                   f"(finished runs are kept)", file=sys.stderr)
@@ -159,13 +158,17 @@ def pairs_of(out: Path) -> dict[str, list[tuple[Path, Path]]]:
     2-3, ...) and every slowed pair (a slowed run and the plain run next to it: before it when
     that one is not taken, else after it), in time order. Fits both `measure` layouts.
 
-    The side that ran first alternates from one A/A pair to the next, as in
-    scripts/paired_runs.py (B C, C B, ...): with the earlier run always the baseline, any
-    effect of running second (a warmer cache, a machine slowing through the job) would read as
-    a change between identical builds. (The slowed pairs alternate by the `measure` layout.)"""
+    Which run of an A/A pair is the baseline is balanced, as paired_runs.py's B C, C B order
+    balances it in CI: with one side always the earlier run, any effect of running second (a
+    warmer cache, a machine slowing through the job) would read as a change between identical
+    builds. It changes every two pairs, not every pair: in the paired layout's slots (p p s,
+    s p p) that also balances which side sits in a slot's middle; with a change every pair the
+    current run was always the middle one, and on the CPU box one configuration (TensorFlow
+    LeNet training) ran slower there in 25 of 30 pairs. (The slowed pairs alternate by the
+    `measure` layout.)"""
     timeline = _timeline(out)
     plain = [d for kind, d in timeline if kind == "plain"]
-    aa = [(plain[i], plain[i + 1]) if (i // 2) % 2 == 0 else (plain[i + 1], plain[i])
+    aa = [(plain[i], plain[i + 1]) if (i // 4) % 2 == 0 else (plain[i + 1], plain[i])
           for i in range(0, len(plain) - 1, 2)]
     slowed, taken = [], set()
     for t, (kind, d) in enumerate(timeline):
@@ -258,6 +261,9 @@ def analyze(args) -> int:
     return 0
 
 
+MEDIAN_EFFICIENCY = 1.2533   # sd of a median of n normal values = 1.2533 x sd / sqrt(n)
+
+
 def _round_noise(run_dirs: list[Path]) -> tuple[dict, list[list]]:
     """From the plain runs' rows: per configuration the standard deviation of a run's median
     that its own rounds imply (1.2533 x the rounds' sd of logs / sqrt(rounds), as for
@@ -273,9 +279,6 @@ def _round_noise(run_dirs: list[Path]) -> tuple[dict, list[list]]:
             noise.setdefault(Config.of(r), []).append(
                 MEDIAN_EFFICIENCY * statistics.stdev(logs) / math.sqrt(len(logs)))
     return {c: statistics.mean(v) for c, v in noise.items()}, order
-
-
-MEDIAN_EFFICIENCY = 1.2533   # sd of a median of n normal values = 1.2533 x sd / sqrt(n)
 
 
 def drift(args) -> int:
@@ -294,9 +297,9 @@ def drift(args) -> int:
     for run in per_run("baseline"):
         for c, x in run.items():
             base.setdefault(c, []).append(x)
-    plain_dirs = [d for d, run in zip(_run_dirs(args.out / "plain"), per_run("plain"))
-                  if set(base) <= set(run)]
-    plain = [run for run in per_run("plain") if set(base) <= set(run)]
+    complete = [(d, run) for d, run in zip(_run_dirs(args.out / "plain"), per_run("plain"))
+                if set(base) <= set(run)]
+    plain_dirs, plain = [d for d, _ in complete], [run for _, run in complete]
     refs = {c: statistics.median(b) for c, b in base.items()}
     common = [statistics.mean(math.log(run[c] / refs[c]) for c in refs) for run in plain]
     rounds_share, timed = _round_noise(plain_dirs)

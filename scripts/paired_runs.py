@@ -7,9 +7,11 @@ gate --paired` (docs/methodology.md#regression-gate).
 The baseline commit is checked out once into DIR/baseline-tree (`git worktree`); then PAIRS
 times a benchmark session of each build, the order alternating B C, C B, B C, ... so that a
 machine that drifts during the job touches both sides alike. Each session is one run (its
-own run id) in DIR/baseline/NNN or DIR/current/NNN; a finished run is kept, so the command
-resumes where it stopped. Both builds run in this Python environment: a baseline whose
-requirements differ from the working tree's is measured with the working tree's packages.
+own run id) in DIR/baseline/NNN or DIR/current/NNN; a finished run (its session exited 0: a
+`.finished` file beside its rows) is kept, so the command resumes where it stopped, and the
+partial rows of a session that failed or was stopped move to DIR/unfinished/ first. Both
+builds run in this Python environment: a baseline whose requirements differ from the working
+tree's is measured with the working tree's packages.
 
 Default sessions: the quick tier's gated throughput items on the CPU
 (`suites/test_throughput.py::test_throughput -m benchmark --quick --device cpu`); pass other
@@ -39,8 +41,34 @@ def order(pairs: int) -> list[tuple[str, int]]:
     return out
 
 
-def _done(run_dir: Path) -> bool:
-    return run_dir.is_dir() and any(run_dir.glob("*.json"))
+FINISHED = ".finished"   # written into a run's directory once its pytest session exits 0
+
+
+def finished(run_dir: Path) -> bool:
+    return (run_dir / FINISHED).is_file()
+
+
+def prepare(run_dir: Path, out: Path) -> None:
+    """Before a run: rows left in its directory by a session that failed or was stopped are
+    partial (some configurations, not all), so they move to OUT/unfinished/ (kept, never
+    gated) and the run starts afresh."""
+    if run_dir.is_dir() and any(run_dir.iterdir()):
+        aside = out / "unfinished" / f"{run_dir.parent.name}-{run_dir.name}-{time.time_ns()}"
+        aside.parent.mkdir(parents=True, exist_ok=True)
+        run_dir.rename(aside)
+        print(f"  an unfinished run's rows moved to {aside}", flush=True)
+
+
+def run_session(command: list[str], run_dir: Path, out: Path, cwd: Path, env: dict) -> int:
+    """One benchmark session into run_dir; marked finished when pytest exits 0."""
+    prepare(run_dir, out)
+    start = time.monotonic()
+    code = subprocess.run(command, cwd=cwd, env=env).returncode
+    print(f"  exit {code} after {time.monotonic() - start:.0f} s", flush=True)
+    if code == 0:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / FINISHED).write_text(f"pytest exit 0 after {time.monotonic() - start:.0f} s\n")
+    return code
 
 
 def baseline_tree(out: Path, ref: str, dry_run: bool) -> Path:
@@ -80,7 +108,7 @@ def main(argv=None) -> int:
     tree = baseline_tree(out, args.baseline_ref, args.dry_run)
     pytest_args = args.pytest_args or DEFAULT_ARGS
     todo = [(side, k) for side, k in order(args.pairs)
-            if not _done(out / side / f"{k:03d}")]
+            if not finished(out / side / f"{k:03d}")]
     print(f"{len(todo)} run(s) to go of {2 * args.pairs}", flush=True)
     for side, k in todo:
         run_dir = out / side / f"{k:03d}"
@@ -90,9 +118,7 @@ def main(argv=None) -> int:
         print(f"[{side} {k + 1}/{args.pairs}] (in {cwd}) {' '.join(command)}", flush=True)
         if args.dry_run:
             continue
-        start = time.monotonic()
-        code = subprocess.run(command, cwd=cwd, env=dict(os.environ)).returncode
-        print(f"  exit {code} after {time.monotonic() - start:.0f} s", flush=True)
+        code = run_session(command, run_dir, out, cwd, dict(os.environ))
         if code != 0:
             print(f"error: the {side} run failed (exit {code}); fix it and rerun this command "
                   f"(finished runs are kept)", file=sys.stderr)

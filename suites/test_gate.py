@@ -584,7 +584,7 @@ def test_calibration_script_paired_layout_and_decisions(tmp_path, capsys):
 def test_calibration_alternates_which_run_of_an_aa_pair_is_the_baseline(tmp_path):
     """A machine on which the second of two back-to-back runs is 20% slower (an order effect,
     not a change): were the earlier run always the baseline, every A/A decision would alarm.
-    `analyze --pairs` alternates the sides as paired_runs.py's B C, C B does, so the effect
+    `analyze --pairs` balances the sides (two pairs one way, two the other), so the effect
     shows as spread, and no A/A decision exits 1."""
     script = _calibration_script()
     machine, pairs = fake_machine(), 8
@@ -593,7 +593,8 @@ def test_calibration_alternates_which_run_of_an_aa_pair_is_the_baseline(tmp_path
                    slowdown=0.2 if i % 2 else 0.0, side=f"20261203T{i:06d}Z")
     found = script.pairs_of(tmp_path)
     plain = [tmp_path / "plain" / f"{i:03d}" for i in range(4 * pairs)]
-    assert found["A/A"][:2] == [(plain[0], plain[1]), (plain[3], plain[2])] and not found["slowed"]
+    assert found["A/A"][:4] == [(plain[0], plain[1]), (plain[2], plain[3]), (plain[5], plain[4]),
+                                (plain[7], plain[6])] and not found["slowed"]
     decisions = script.paired_decisions(tmp_path, pairs)
     assert len(decisions) == 2 and all(d["exit"] != EXIT_REGRESSION for d in decisions), decisions
     # the control: the same runs with the earlier one always the baseline do alarm
@@ -686,3 +687,48 @@ def test_paired_runs_refuse_an_unknown_baseline_commit(tmp_path, capsys):
     assert script.main(["--baseline-ref", "no-such-ref-xyz", "--out", str(tmp_path)]) == 2
     assert "is not a commit of this repository" in capsys.readouterr().err
     assert not (tmp_path / "baseline-tree").exists()
+
+
+def test_a_run_counts_only_once_its_session_finished(tmp_path, capsys):
+    """A benchmark session that failed or was stopped leaves some configurations' rows: the
+    run is not finished, so resuming moves those rows aside (kept, never gated) and runs it
+    again; a session that exits 0 marks its run finished, and resuming skips it. The
+    calibration's analysis counts only marked runs where any run is marked (older sets, with
+    no marks, count every directory of rows)."""
+    import sys
+    script = load_script("paired_runs")
+    out = tmp_path / "job"
+    run_dir = out / "current" / "000"
+    run_dir.mkdir(parents=True)
+    (run_dir / "partial.json").write_text("{}")        # a stopped session's rows
+    write = (f"import pathlib; d = pathlib.Path({str(run_dir)!r}); d.mkdir(exist_ok=True); "
+             f"(d / 'row.json').write_text('{{}}')")   # as pytest makes its --results directory
+    assert script.run_session([sys.executable, "-c", write + "; raise SystemExit(1)"],
+                              run_dir, out, tmp_path, {}) == 1
+    assert not script.finished(run_dir)
+    [aside] = (out / "unfinished").iterdir()
+    assert (aside / "partial.json").is_file() and aside.name.startswith("current-000-")
+    assert script.run_session([sys.executable, "-c", write], run_dir, out, tmp_path, {}) == 0
+    assert script.finished(run_dir) and sorted(p.name for p in run_dir.iterdir()) == [
+        ".finished", "row.json"]
+    assert len(list((out / "unfinished").iterdir())) == 2   # the failed attempt's row too
+    capsys.readouterr()
+    # resuming: the finished run is skipped
+    assert script.main(["--baseline-ref", "HEAD", "--out", str(out), "--pairs", "1",
+                        "--dry-run"]) == 0
+    runs = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    assert [r.split("]")[0] for r in runs] == ["[baseline 1/1"]
+    calibration = _calibration_script()
+    assert [d.name for d in calibration._run_dirs(out / "current")] == ["000"]
+    unmarked = out / "current" / "001"
+    unmarked.mkdir()
+    (unmarked / "row.json").write_text("{}")
+    assert [d.name for d in calibration._run_dirs(out / "current")] == ["000"]
+    (run_dir / script.FINISHED).unlink()                # a set measured before the marks
+    assert [d.name for d in calibration._run_dirs(out / "current")] == ["000", "001"]
+    (out / "plain" / "000").mkdir(parents=True)
+    (out / "plain" / "000" / script.FINISHED).write_text("")
+    (out / "slow" / "000").mkdir(parents=True)
+    (out / "slow" / "000" / "partial.json").write_text("{}")
+    todo = calibration.plan(out, 0, 1, 1, pairs=None)
+    assert [str(d.relative_to(out)) for d, _ in todo] == ["slow/000"]
