@@ -264,14 +264,14 @@ def analyze(args) -> int:
 MEDIAN_EFFICIENCY = 1.2533   # sd of a median of n normal values = 1.2533 x sd / sqrt(n)
 
 
-def _round_noise(run_dirs: list[Path]) -> tuple[dict, list[list]]:
-    """From the plain runs' rows: per configuration the standard deviation of a run's median
+def _round_noise(runs: list[list[dict]]) -> tuple[dict, list[list]]:
+    """From the plain runs' rows (one list a run): per configuration the standard deviation of a run's median
     that its own rounds imply (1.2533 x the rounds' sd of logs / sqrt(rounds), as for
     independent normal rounds), averaged over the runs; and each run's configurations in the
     order they were timed."""
     noise, order = {}, []
-    for d in run_dirs:
-        rows = sorted((r for r in read_rows([d]) if r["kind"] == "throughput"
+    for run_rows in runs:
+        rows = sorted((r for r in run_rows if r["kind"] == "throughput"
                        and r["status"] == "ok"), key=lambda r: r["created"])
         order.append([Config.of(r) for r in rows])
         for r in rows:
@@ -290,19 +290,19 @@ def drift(args) -> int:
     large common share is what pairing cancels; what is left beyond the rounds' share, if
     configurations timed one after the other do not share it, is a level each process draws
     for each configuration: more rounds do not narrow it, more runs do."""
-    def per_run(kind):
-        return [{c: m.run_medians[0] for c, m in measurements(read_rows([d])).items()
-                 if m.run_medians} for d in _run_dirs(args.out / kind)]
+    def medians(rows):
+        return {c: m.run_medians[0] for c, m in measurements(rows).items() if m.run_medians}
     base = {}
-    for run in per_run("baseline"):
-        for c, x in run.items():
+    for d in _run_dirs(args.out / "baseline"):
+        for c, x in medians(read_rows([d])).items():
             base.setdefault(c, []).append(x)
-    complete = [(d, run) for d, run in zip(_run_dirs(args.out / "plain"), per_run("plain"))
-                if set(base) <= set(run)]
-    plain_dirs, plain = [d for d, _ in complete], [run for _, run in complete]
+    # each plain run's rows, read once: its medians, and its rounds for _round_noise
+    complete = [(rows, run) for rows in (read_rows([d]) for d in _run_dirs(args.out / "plain"))
+                for run in [medians(rows)] if set(base) <= set(run)]
+    plain_rows, plain = [rows for rows, _ in complete], [run for _, run in complete]
     refs = {c: statistics.median(b) for c, b in base.items()}
     common = [statistics.mean(math.log(run[c] / refs[c]) for c in refs) for run in plain]
-    rounds_share, timed = _round_noise(plain_dirs)
+    rounds_share, timed = _round_noise(plain_rows)
     residuals, rows = {}, []
     for c, ref in refs.items():
         p = [run[c] for run in plain]
