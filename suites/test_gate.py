@@ -2,7 +2,8 @@
 decision rule on simulated runs with a known drift between runs (false-alarm rate and power
 within their sampling error), and its outcomes and exit codes through the CLI.
 
-No framework is needed: rows are synthetic, from fixed seeds.
+No framework is needed: rows are synthetic, from fixed seeds, except the CPU box's committed
+calibration runs, which the last tests re-analyze.
 """
 from __future__ import annotations
 
@@ -10,7 +11,10 @@ import itertools
 import json
 import math
 import random
+import re
 import statistics
+import tarfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -548,7 +552,6 @@ def test_calibration_script_dry_run_lists_the_runs_it_would_make(tmp_path, capsy
     assert out.count("--results=") == 6 and out.count("[slowed]") == 2
     assert "-m benchmark --quick --device cpu" in out
     # the baseline first, then plain and slowed-down runs alternately (drift touches both)
-    from pathlib import Path
     order = [line.split("--results=")[1].split()[0] for line in out.splitlines()
              if "--results=" in line]
     assert [str(Path(d).relative_to(tmp_path)) for d in order] == [
@@ -632,6 +635,49 @@ def test_calibration_drift_shows_a_slow_stretch_after_the_baseline(tmp_path, cap
         assert abs(thirds[0] - 1) < 0.06 and abs(thirds[1] - 0.8) < 0.06 \
             and abs(thirds[2] - 1) < 0.06, line
 
+
+# The CPU box's calibration, committed: each output next to the runs it came from is what the
+# script makes of those runs today (analyze.md and analyze-suite-rule.md predate the suite
+# score and the paired design; the docs quote them as history).
+ROOT = Path(__file__).resolve().parent.parent
+CALIBRATION = ROOT / "reports/samples/cpu-box-gate-calibration"
+CALIBRATION_OUTPUTS = [("runs.tar.gz", ["drift"], "drift.md")] + [
+    ("runs.tar.gz", ["analyze", "--pairs", str(n)], f"analyze-paired-{n}.md") for n in (6, 8, 10)
+] + [("paired-runs.tar.gz", ["analyze", "--pairs", "10"], "analyze-paired-acceptance-10.md")]
+
+
+def _unpack(archive: str, into: Path) -> Path:
+    with tarfile.open(CALIBRATION / archive) as tar:
+        tar.extractall(into, filter="data")
+    return into
+
+
+@pytest.mark.parametrize("archive, command, output", CALIBRATION_OUTPUTS,
+                         ids=[o for _, _, o in CALIBRATION_OUTPUTS])
+def test_committed_calibration_outputs_are_what_the_committed_runs_give(
+        archive, command, output, tmp_path, capsys):
+    out = _unpack(archive, tmp_path)
+    assert _calibration_script().main([command[0], "--out", str(out), *command[1:]]) == 0
+    assert capsys.readouterr().out == (CALIBRATION / output).read_text(encoding="utf-8"), (
+        f"{output} differs from `gate_calibration.py {' '.join(command)}` on {archive}: rerun it")
+
+
+def test_methodology_acceptance_table_quotes_the_committed_decisions():
+    """docs/methodology.md's table of the paired acceptance measurement is the committed
+    analysis, kind by kind: decisions, exits, the suite score, the medians."""
+    analysis = (CALIBRATION / "analyze-paired-acceptance-10.md").read_text(encoding="utf-8")
+    decisions = [[cell.strip() for cell in line.strip("|").split("|")]
+                 for line in analysis.splitlines() if line.startswith("|") and "---" not in line][1:]
+    doc = (ROOT / "docs/methodology.md").read_text(encoding="utf-8")
+    for kind, label, suite_word in (("A/A", "A/A", "pass"), ("slowed", "slowed 20%", "regression")):
+        mine = [d for d in decisions if d[1] == kind]
+        summary = next(line for line in analysis.splitlines() if line.startswith(f"{kind}:"))
+        allowed, spread = re.findall(r"([\d.]+%) \(configurations\), ([\d.]+%) \(suite\)", summary)
+        row = (f"| {len(mine)} {label} | {sum(d[-1] == '1' for d in mine)} | "
+               f"{sum(d[-1] == '3' for d in mine)} | {suite_word} in "
+               f"{sum(d[-2] == suite_word for d in mine)} | {allowed[1]} | {allowed[0]} | "
+               f"{spread[0]}, {spread[1]} |")
+        assert row in doc, f"docs/methodology.md should hold the row {row!r}"
 
 # --------------------------------------------------------------------------------------
 # `python -m reports spread`: the drift between runs, measured, and the runs a gate needs
