@@ -679,6 +679,7 @@ def test_methodology_acceptance_table_quotes_the_committed_decisions():
                f"{spread[0]}, {spread[1]} |")
         assert row in doc, f"docs/methodology.md should hold the row {row!r}"
 
+
 # --------------------------------------------------------------------------------------
 # `python -m reports spread`: the drift between runs, measured, and the runs a gate needs
 # --------------------------------------------------------------------------------------
