@@ -15,7 +15,9 @@ run's time) as separate pytest sessions, one after the other: BASELINE runs into
 DIR/baseline, then DECISIONS x CURRENT plain runs into DIR/plain alternating with as many
 with TWINBENCH_INJECT_SLOWDOWN=SLOWDOWN into DIR/slow. It resumes where it stopped (a
 finished run is kept, an unfinished one's rows move aside, as in scripts/paired_runs.py),
-on the same machine only: the gate refuses a baseline from other hardware. `analyze` then
+on the same machine only (it stops when the finished runs come from other hardware: the
+gate refuses a baseline from other hardware; a paired measurement, below, may go on on another
+host from a decision boundary). `analyze` then
 gates each disjoint set of CURRENT plain runs, and each set of slowed-down runs, against the
 one baseline, as a CI job would: the A/A decisions share the baseline (so does CI), and no
 run is used twice on the current side.
@@ -31,7 +33,9 @@ slowed run (the slowed one last in even slots, first in odd ones), DECISIONS x N
 a slot, no stored baseline; `analyze --pairs N` pairs consecutive plain runs (A/A; the earlier
 one is the baseline in half the pairs, two by two, see pairs_of) and each slowed run
 with the plain run beside it, and gates each disjoint group of N pairs. `analyze --pairs N`
-reads the alternating layout above as well.
+reads the alternating layout above as well. Where the runs come from several machines (each
+decision from one), the table names each decision's machine and the summary adds a line per
+machine.
 """
 from __future__ import annotations
 
@@ -50,6 +54,8 @@ from reports.gate import (BASELINE_RUNS, CANNOT_RESOLVE, CURRENT_RUNS,  # noqa: 
 from reports.load import Config, measurements  # noqa: E402
 from reports.tables import Table  # noqa: E402
 from scripts import paired_runs  # noqa: E402  (the same benchmark sessions)
+from twinbench.fingerprint import (hardware_difference, host_label,  # noqa: E402
+                                  machine_fingerprint)
 from twinbench.results import read_rows  # noqa: E402
 from twinbench.slowdown import ENV as SLOWDOWN_ENV  # noqa: E402
 
@@ -72,9 +78,9 @@ def _run_dirs(root: Path) -> list[Path]:
     return marked if marked else runs
 
 
-def plan(out: Path, baseline: int, current: int, decisions: int,
-         pairs: int | None = None) -> list[tuple[Path, bool]]:
-    """(results directory, slowed down) for every run still to be measured."""
+def schedule(out: Path, baseline: int, current: int, decisions: int,
+             pairs: int | None = None) -> list[tuple[Path, bool]]:
+    """(results directory, slowed down) for every run of the measurement, in order."""
     if pairs:
         # Paired design: per slot two plain runs (an A/A pair) and one slowed run next to one
         # of them (a slowed pair), the slowed run last in even slots and first in odd ones,
@@ -91,12 +97,56 @@ def plan(out: Path, baseline: int, current: int, decisions: int,
         order = [("baseline", i, False) for i in range(baseline)]
         for i in range(decisions * current):
             order += [("plain", i, False), ("slow", i, True)]
-    return [(out / name / f"{i:03d}", slow) for name, i, slow in order
-            if not paired_runs.finished(out / name / f"{i:03d}")]
+    return [(out / name / f"{i:03d}", slow) for name, i, slow in order]
+
+
+def plan(out: Path, baseline: int, current: int, decisions: int,
+         pairs: int | None = None) -> list[tuple[Path, bool]]:
+    """(results directory, slowed down) for every run still to be measured."""
+    return [(run_dir, slow) for run_dir, slow in schedule(out, baseline, current, decisions, pairs)
+            if not paired_runs.finished(run_dir)]
+
+
+def host_change(out: Path, pairs: int | None, done: int) -> tuple[str, bool] | None:
+    """When the finished runs under `out` come from other hardware than this machine (a
+    shared box's host can change between sessions): the message, and whether measuring may
+    go on here. A paired measurement may, at a decision boundary (`done`, the runs finished,
+    a multiple of 3 x pairs): every decision then stays on one machine, and `analyze` names
+    each decision's machine. Inside a decision it may not (the gate refuses a decision whose
+    runs span two machines), nor in the baseline layout, whose decisions all share the
+    baseline."""
+    finished = [d for kind in ("baseline", "plain", "slow") for d in _run_dirs(out / kind)]
+    if not finished:
+        return None
+    last = max((r for r in _rows(finished)), key=lambda r: r["run_id"])["machine"]
+    here = machine_fingerprint()
+    why = hardware_difference(last, here)
+    if why is None:
+        return None
+    what = (f"the runs under {out} so far were measured on {host_label(last)} (id {last['id']}), "
+            f"this machine is {host_label(here)} (id {here['id']}): {why}")
+    if pairs and done % (3 * pairs) == 0:
+        return (f"note: {what}; measuring goes on here from a decision boundary, so each "
+                f"decision stays on one machine (`analyze` says which)", True)
+    if pairs:
+        return (f"error: {what}; the next {3 * pairs - done % (3 * pairs)} run(s) finish a "
+                f"decision begun there, and the gate refuses a decision whose runs span two "
+                f"machines: finish it on that machine, or move the last {done % (3 * pairs)} "
+                f"finished run(s) out of {out} to begin that decision afresh here", False)
+    return (f"error: {what}; every decision of this layout is gated against the baseline "
+            f"measured there: measure into a new --out here", False)
 
 
 def measure(args) -> int:
     todo = plan(args.out, args.baseline, args.current, args.decisions, args.pairs)
+    done = len(schedule(args.out, args.baseline, args.current, args.decisions, args.pairs)) \
+        - len(todo)
+    change = host_change(args.out, args.pairs, done)
+    if change:
+        message, go_on = change
+        print(message, file=sys.stderr, flush=True)
+        if not go_on:
+            return 2
     print(f"{len(todo)} quick run(s) to go, about {len(todo) * QUICK_RUN_MINUTES / 60:.1f} h "
           f"at {QUICK_RUN_MINUTES} min each", flush=True)
     for run_dir, slow in todo:
@@ -133,13 +183,15 @@ def decisions(out: Path, current: int) -> list[dict]:
         dirs = _run_dirs(out / kind)
         for start in range(0, len(dirs) - current + 1, current):
             group = dirs[start:start + current]
+            current_rows = _rows(group)
             try:
-                gate = run_gate(baseline, _rows(group))
+                gate = run_gate(baseline, current_rows)
             except GateInputError as exc:
                 raise SystemExit(f"error: {exc}") from None
             results.append(_decision("A/A" if kind == "plain" else "slowed", gate,
                                      len(baseline_dirs), len(group),
-                                     f"{group[0].name}-{group[-1].name}"))
+                                     f"{group[0].name}-{group[-1].name}",
+                                     current_rows[0]["machine"]))
     return results
 
 
@@ -189,9 +241,9 @@ def paired_decisions(out: Path, pairs: int) -> list[dict]:
     for kind, found in pairs_of(out).items():
         for start in range(0, len(found) - pairs + 1, pairs):
             group = found[start:start + pairs]
+            current_rows = _rows([b for _, b in group])
             try:
-                gate = run_gate(_rows([a for a, _ in group]), _rows([b for _, b in group]),
-                                paired=True)
+                gate = run_gate(_rows([a for a, _ in group]), current_rows, paired=True)
             except GateInputError as exc:
                 raise SystemExit(f"error: {exc}") from None
             # the runs a decision spans: both sides of A/A pairs, the slowed runs of the others
@@ -199,13 +251,18 @@ def paired_decisions(out: Path, pairs: int) -> list[dict]:
                              if kind == "A/A" or d.parent.name == "slow")
             results.append(_decision(kind, gate, len(group), len(group),
                                      f"{spanned[0].parent.name}/{spanned[0].name}-"
-                                     f"{spanned[-1].parent.name}/{spanned[-1].name}"))
+                                     f"{spanned[-1].parent.name}/{spanned[-1].name}",
+                                     current_rows[0]["machine"]))
     return results
 
 
-def _decision(kind: str, gate, baseline_runs: int, current_runs: int, runs: str) -> dict:
+def _decision(kind: str, gate, baseline_runs: int, current_runs: int, runs: str,
+              machine: dict) -> dict:
+    """One decision's figures. `machine` is the fingerprint of its runs (the gate has
+    checked that both sides share the hardware)."""
     suite = [v for v in gate.verdicts if is_suite(v.config)]
     return {"kind": kind, "exit": gate.exit_code, "baseline runs": baseline_runs,
+            "machine": machine["id"], "host": host_label(machine),
             "current runs": current_runs, "regressions": gate.count(REGRESSION),
             "cannot resolve": gate.count(CANNOT_RESOLVE), "configurations": len(gate.verdicts),
             "suite": suite[0].outcome if suite else "-", "runs": runs,
@@ -221,27 +278,40 @@ def _median_text(values) -> str:
     return f"{values[len(values) // 2]:.1%}" if values else "-"
 
 
+def _summary_line(label: str, what: str, chosen: list[dict], paired: bool) -> str:
+    alarms = sum(r["exit"] == EXIT_REGRESSION for r in chosen)
+    unresolved = sum(r["exit"] == EXIT_CANNOT_RESOLVE for r in chosen)
+    suite = sum(r["suite"] == REGRESSION for r in chosen)
+    runs = (f"{chosen[0]['current runs']} pairs" if paired else
+            f"{chosen[0]['baseline runs']} baseline and {chosen[0]['current runs']} current "
+            f"runs")
+    return (f"{label}: {alarms} of {len(chosen)} {what}; {unresolved} cannot resolve; "
+            f"{runs} per decision; suite score flagged in {suite}; median allowed "
+            f"drop {_median_text(a for r in chosen for a in r['allowed'])} "
+            f"(configurations), "
+            f"{_median_text(a for r in chosen for a in r['suite allowed'])} (suite); "
+            f"median spread {_median_text(x for r in chosen for x in r['spread'])} "
+            f"(configurations), "
+            f"{_median_text(x for r in chosen for x in r['suite spread'])} (suite)")
+
+
 def summary_lines(results: list[dict], paired: bool = False) -> list[str]:
+    """A line per kind of decision; where the runs come from several machines (the host of
+    a shared CPU box can change between sessions), also a line per kind and machine: the
+    counts of decisions add up across machines, the spreads and allowed drops are each
+    machine's own and are not to be pooled."""
+    machines = list(dict.fromkeys(r["machine"] for r in results))
     lines = []
     for kind, what in (("A/A", "false alarms (exit 1)"), ("slowed", "detections (exit 1)")):
         chosen = [r for r in results if r["kind"] == kind]
         if not chosen:
             lines.append(f"{kind}: no decisions")
             continue
-        alarms = sum(r["exit"] == EXIT_REGRESSION for r in chosen)
-        unresolved = sum(r["exit"] == EXIT_CANNOT_RESOLVE for r in chosen)
-        suite = sum(r["suite"] == REGRESSION for r in chosen)
-        runs = (f"{chosen[0]['current runs']} pairs" if paired else
-                f"{chosen[0]['baseline runs']} baseline and {chosen[0]['current runs']} current "
-                f"runs")
-        lines.append(f"{kind}: {alarms} of {len(chosen)} {what}; {unresolved} cannot resolve; "
-                     f"{runs} per decision; suite score flagged in {suite}; median allowed "
-                     f"drop {_median_text(a for r in chosen for a in r['allowed'])} "
-                     f"(configurations), "
-                     f"{_median_text(a for r in chosen for a in r['suite allowed'])} (suite); "
-                     f"median spread {_median_text(x for r in chosen for x in r['spread'])} "
-                     f"(configurations), "
-                     f"{_median_text(x for r in chosen for x in r['suite spread'])} (suite)")
+        lines.append(_summary_line(kind, what, chosen, paired))
+        if len(machines) > 1:
+            lines += [_summary_line(f"{kind} on machine {m}", what,
+                                    [r for r in chosen if r["machine"] == m], paired)
+                      for m in machines if any(r["machine"] == m for r in chosen)]
     return lines
 
 
@@ -253,9 +323,19 @@ def analyze(args) -> int:
     rows = [[str(i + 1), r["kind"], r["runs"], str(r["baseline runs"]), str(r["current runs"]),
              str(r["configurations"]), str(r["regressions"]), str(r["cannot resolve"]),
              r["suite"], str(r["exit"])] for i, r in enumerate(results)]
-    print(Table(headers, rows, ["right", "left", "left"] + ["right"] * 5 + ["left", "right"])
-          .markdown())
+    align = ["right", "left", "left"] + ["right"] * 5 + ["left", "right"]
+    hosts = dict((r["machine"], r["host"]) for r in results)
+    if len(hosts) > 1:   # say which machine each decision ran on
+        headers.insert(3, "machine")
+        align.insert(3, "left")
+        for row, r in zip(rows, results):
+            row.insert(3, r["machine"])
+    print(Table(headers, rows, align).markdown())
     print()
+    if len(hosts) > 1:
+        for machine, host in hosts.items():
+            print(f"machine {machine}: {host}")
+        print()
     for line in summary_lines(results, paired):
         print(line)
     return 0

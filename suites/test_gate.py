@@ -562,15 +562,19 @@ def test_calibration_script_paired_layout_and_decisions(tmp_path, capsys):
     """`measure --pairs`: per slot two plain runs and a slowed one, the slowed run last in
     even slots and first in odd ones. `analyze --pairs` pairs consecutive plain runs (A/A) and
     each slowed run with its plain neighbour, whatever the layout: on a machine whose speed
-    swings 15% from slot to slot, no A/A decision alarms and every slowed one is caught."""
+    swings 15% from slot to slot, no A/A decision alarms and every slowed one is caught.
+    When the host changes half-way (a shared box's can, between sessions), the table says
+    which machine each decision ran on and the summary adds a line per machine."""
     script = _calibration_script()
     assert script.main(["measure", "--out", str(tmp_path / "plan"), "--pairs", "2",
                         "--decisions", "1", "--dry-run"]) == 0
     order = [line.split("--results=")[1].split()[0].split("plan/")[1]
              for line in capsys.readouterr().out.splitlines() if "--results=" in line]
     assert order == ["plain/000", "plain/001", "slow/000", "slow/001", "plain/002", "plain/003"]
-    rng, machine, pairs = random.Random(5), fake_machine(), 8
-    for k in range(2 * pairs):            # 2 decisions of each kind
+    rng, pairs = random.Random(5), 8
+    hosts = [fake_machine(), fake_machine("Intel Xeon Processor")]
+    for k in range(2 * pairs):            # 2 decisions of each kind, one on each host
+        machine = hosts[k // pairs]
         level = rng.lognormvariate(0.0, 0.15)
         slot = [("plain", 2 * k, 0.0), ("plain", 2 * k + 1, 0.0), ("slow", k, 0.2)]
         for t, (kind, i, slowdown) in enumerate(slot if k % 2 == 0 else slot[2:] + slot[:2]):
@@ -582,6 +586,46 @@ def test_calibration_script_paired_layout_and_decisions(tmp_path, capsys):
     out = capsys.readouterr().out
     assert "A/A: 0 of 2 false alarms (exit 1); 0 cannot resolve; 8 pairs per decision" in out, out
     assert "slowed: 2 of 2 detections (exit 1)" in out and "suite score flagged in 2" in out, out
+    for host in hosts:
+        assert f"machine {host['id']}: Intel Xeon Processor" in out or \
+            f"machine {host['id']}: AMD EPYC 7B13" in out, out
+        assert f"A/A on machine {host['id']}: 0 of 1 false alarms" in out, out
+        assert f"slowed on machine {host['id']}: 1 of 1 detections" in out, out
+    decision_rows = [line for line in out.splitlines() if line.startswith("|")][2:]
+    assert [hosts[0]["id"] in line for line in decision_rows] == [True, False, True, False], out
+
+
+def test_calibration_resumes_on_another_host_only_at_a_decision_boundary(tmp_path, capsys):
+    """A shared box's host can change between sessions. A paired measurement goes on on the
+    new host from a decision boundary (each decision stays on one machine); inside a
+    decision it stops with the way out, since the gate would refuse that decision; the
+    baseline layout, whose decisions all share one baseline, stops on any change."""
+    script, elsewhere = _calibration_script(), fake_machine("Another CPU")
+
+    def finish(kind, i, t):
+        run_dir = tmp_path / "paired" / kind / f"{i:03d}"
+        write_runs(run_dir, elsewhere, t, runs=1, side=f"20261203T{t:06d}Z")
+        (run_dir / script.paired_runs.FINISHED).write_text("")
+
+    paired = ["measure", "--out", str(tmp_path / "paired"), "--pairs", "2", "--decisions", "2",
+              "--dry-run"]
+    for t, (kind, i) in enumerate([("plain", 0), ("plain", 1), ("slow", 0)]):   # slot 1 of 2
+        finish(kind, i, t)
+    assert script.main(paired) == 2
+    err = capsys.readouterr().err
+    assert "Another CPU" in err and "refuses a decision whose runs span two machines" in err \
+        and "move the last 3 finished run(s)" in err, err
+    for t, (kind, i) in enumerate([("slow", 1), ("plain", 2), ("plain", 3)], start=3):
+        finish(kind, i, t)                                                     # slot 2: whole
+    assert script.main(paired) == 0
+    out, err = capsys.readouterr()
+    assert "goes on here from a decision boundary" in err, err
+    assert sum("--results=" in line for line in out.splitlines()) == 6, out
+    baseline = tmp_path / "baseline-layout" / "baseline" / "000"
+    write_runs(baseline, elsewhere, 9, runs=1)
+    (baseline / script.paired_runs.FINISHED).write_text("")
+    assert script.main(["measure", "--out", str(tmp_path / "baseline-layout"), "--dry-run"]) == 2
+    assert "measure into a new --out here" in capsys.readouterr().err
 
 
 def test_calibration_alternates_which_run_of_an_aa_pair_is_the_baseline(tmp_path):
@@ -664,19 +708,34 @@ def test_committed_calibration_outputs_are_what_the_committed_runs_give(
 
 def test_methodology_acceptance_table_quotes_the_committed_decisions():
     """docs/methodology.md's table of the paired acceptance measurement is the committed
-    analysis, kind by kind: decisions, exits, the suite score, the medians."""
+    analysis, kind by kind and machine by machine (the CPU box's host changed during the
+    measurement): decisions, exits, the suite score, the medians; and the counts over both."""
     analysis = (CALIBRATION / "analyze-paired-acceptance-10.md").read_text(encoding="utf-8")
-    decisions = [[cell.strip() for cell in line.strip("|").split("|")]
-                 for line in analysis.splitlines() if line.startswith("|") and "---" not in line][1:]
+    table = [[cell.strip() for cell in line.strip("|").split("|")]
+             for line in analysis.splitlines() if line.startswith("|") and "---" not in line]
+    header, decisions = table[0], table[1:]
+    machine_at = header.index("machine")
     doc = (ROOT / "docs/methodology.md").read_text(encoding="utf-8")
+
+    def counts(chosen, suite_word):
+        return (f"{sum(d[-1] == '0' for d in chosen)} | {sum(d[-1] == '1' for d in chosen)} | "
+                f"{sum(d[-1] == '3' for d in chosen)} | {suite_word} in "
+                f"{sum(d[-2] == suite_word for d in chosen)}")
+
     for kind, label, suite_word in (("A/A", "A/A", "pass"), ("slowed", "slowed 20%", "regression")):
         mine = [d for d in decisions if d[1] == kind]
-        summary = next(line for line in analysis.splitlines() if line.startswith(f"{kind}:"))
-        allowed, spread = re.findall(r"([\d.]+%) \(configurations\), ([\d.]+%) \(suite\)", summary)
-        row = (f"| {len(mine)} {label} | {sum(d[-1] == '1' for d in mine)} | "
-               f"{sum(d[-1] == '3' for d in mine)} | {suite_word} in "
-               f"{sum(d[-2] == suite_word for d in mine)} | {allowed[1]} | {allowed[0]} | "
-               f"{spread[0]}, {spread[1]} |")
+        machines = list(dict.fromkeys(d[machine_at] for d in mine))
+        assert len(machines) == 2, machines
+        for machine in machines:
+            chosen = [d for d in mine if d[machine_at] == machine]
+            summary = next(line for line in analysis.splitlines()
+                           if line.startswith(f"{kind} on machine {machine}:"))
+            allowed, spread = re.findall(r"([\d.]+%) \(configurations\), ([\d.]+%) \(suite\)",
+                                         summary)
+            row = (f"| {len(chosen)} {label} | {machine} | {counts(chosen, suite_word)} | "
+                   f"{allowed[1]} | {allowed[0]} | {spread[0]}, {spread[1]} |")
+            assert row in doc, f"docs/methodology.md should hold the row {row!r}"
+        row = f"| {len(mine)} {label} | both | {counts(mine, suite_word)} | - | - | - |"
         assert row in doc, f"docs/methodology.md should hold the row {row!r}"
 
 
