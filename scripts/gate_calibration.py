@@ -115,10 +115,12 @@ def host_change(out: Path, pairs: int | None, done: int) -> tuple[str, bool] | N
     each decision's machine. Inside a decision it may not (the gate refuses a decision whose
     runs span two machines), nor in the baseline layout, whose decisions all share the
     baseline."""
-    finished = [d for kind in ("baseline", "plain", "slow") for d in _run_dirs(out / kind)]
-    if not finished:
+    # each set's runs are numbered in the order they ran: its last one is its latest
+    latest = [dirs[-1] for kind in ("baseline", "plain", "slow")
+              if (dirs := _run_dirs(out / kind))]
+    if not latest:
         return None
-    last = max((r for r in _rows(finished)), key=lambda r: r["run_id"])["machine"]
+    last = max(_rows(latest), key=lambda r: r["run_id"])["machine"]
     here = machine_fingerprint()
     why = hardware_difference(last, here)
     if why is None:
