@@ -127,14 +127,15 @@ def host_change(out: Path, pairs: int | None, done: int) -> tuple[str, bool] | N
         return None
     what = (f"the runs under {out} so far were measured on {host_label(last)} (id {last['id']}), "
             f"this machine is {host_label(here)} (id {here['id']}): {why}")
-    if pairs and done % (3 * pairs) == 0:
-        return (f"note: {what}; measuring goes on here from a decision boundary, so each "
-                f"decision stays on one machine (`analyze` says which)", True)
     if pairs:
-        return (f"error: {what}; the next {3 * pairs - done % (3 * pairs)} run(s) finish a "
-                f"decision begun there, and the gate refuses a decision whose runs span two "
-                f"machines: finish it on that machine, or move the last {done % (3 * pairs)} "
-                f"finished run(s) out of {out} to begin that decision afresh here", False)
+        begun = done % (3 * pairs)   # runs of the unfinished decision (3 runs a slot, schedule)
+        if begun == 0:
+            return (f"note: {what}; measuring goes on here from a decision boundary, so each "
+                    f"decision stays on one machine (`analyze` says which)", True)
+        return (f"error: {what}; the next {3 * pairs - begun} run(s) finish a decision begun "
+                f"there, and the gate refuses a decision whose runs span two machines: finish "
+                f"it on that machine, or move the last {begun} finished run(s) out of {out} to "
+                f"begin that decision afresh here", False)
     return (f"error: {what}; every decision of this layout is gated against the baseline "
             f"measured there: measure into a new --out here", False)
 
